@@ -1,0 +1,1 @@
+"""kiln compiler: Llama-family checkpoints to WebGPU / WASM web bundles."""

@@ -1,0 +1,89 @@
+"""Relax IRModule -> one linked `.wasm` model library, for WebGPU kernels (wasm32 host) or for
+pure WASM CPU kernels (simd128).
+
+TVM's LLVM emits bitcode that Debian's wasm-ld 14 cannot read, so the compiled module is saved as
+wasm *object* files and linked with emcc against the runtime objects prebuilt by
+`scripts/build_wasm_runtime.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from . import toolchain
+from .errors import KilnError
+
+WASM_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
+TARGETS = {
+    "webgpu": {"kind": "webgpu", "host": WASM_HOST},
+    "wasm": {**WASM_HOST, "mattr": ["+simd128"]},
+}
+
+# Link flags for a library that tvmjs instantiates through its WASI polyfill. -O2 lets binaryen
+# shrink the output without the ~50 s that -O3 costs against prebuilt objects.
+LINK_FLAGS = [
+    "-O2",
+    "--no-entry",
+    "-s", "WASM_BIGINT=1",
+    "-s", "STANDALONE_WASM=1",
+    "-s", "ALLOW_MEMORY_GROWTH=1",
+    "-s", "ERROR_ON_UNDEFINED_SYMBOLS=0",
+]
+
+
+class UnknownTargetError(KilnError):
+    code = "target"
+
+
+def make_target(name: str):
+    import tvm
+
+    if name not in TARGETS:
+        raise UnknownTargetError(
+            f"unknown target {name!r}; choose one of: {', '.join(sorted(TARGETS))}."
+        )
+    return tvm.target.Target(TARGETS[name])
+
+
+def link_wasm(output: str | os.PathLike, objects: list[str], options=None) -> None:
+    """emcc link of compiled model objects with the prebuilt TVM web runtime objects."""
+    emcc = toolchain.find_tool("emcc")
+    runtime = [str(p) for p in toolchain.runtime_objects()]
+    preload = toolchain.tvm_package_dir() / "web" / "emcc" / "preload.js"
+    # Emit the .wasm beside emcc's JS glue in a scratch dir, then keep only the .wasm.
+    with tempfile.TemporaryDirectory(prefix="kiln-link-") as scratch:
+        glue = Path(scratch) / "library.js"
+        cmd = [emcc, *LINK_FLAGS, "--pre-js", str(preload), "-o", str(glue), *runtime, *objects]
+        cmd += list(options or [])
+        proc = subprocess.run(cmd, env=toolchain.emcc_env(), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise KilnError(f"emcc failed to link the model library:\n{proc.stdout}{proc.stderr}")
+        os.replace(glue.with_suffix(".wasm"), output)
+
+
+link_wasm.object_format = "o"  # read by tvm's export_library: save modules as wasm objects
+
+
+def build_wasm_library(mod, target: str, out: str | os.PathLike) -> Path:
+    """Compile `mod` for `target` ("webgpu" or "wasm") and write the linked library to `out`.
+
+    The output is written to a temporary name and renamed into place, so a failure leaves nothing.
+    """
+    from tvm import relax
+
+    # Check the toolchain before spending seconds in relax.build.
+    toolchain.find_tool("emcc")
+    toolchain.runtime_objects()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    executable = relax.build(mod, target=make_target(target))
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        executable.export_library(str(partial), fcompile=link_wasm)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,19 @@
+// Node (WASM CPU) runner: node node_run.mjs TVMJS_BUNDLE LIBRARY.wasm < request.json > result.json
+// Logs go to stderr so that stdout carries only the JSON result.
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { pathToFileURL } from "node:url";
+import { runFunction } from "./run_function.mjs";
+
+// emcc's JS glue inside the tvmjs bundle calls require() for Node built-ins.
+globalThis.require = createRequire(import.meta.url);
+
+const [bundlePath, wasmPath] = process.argv.slice(2);
+if (!bundlePath || !wasmPath) {
+  console.error("usage: node node_run.mjs TVMJS_BUNDLE LIBRARY.wasm < request.json");
+  process.exit(2);
+}
+const tvmjs = await import(pathToFileURL(bundlePath).href);
+const request = JSON.parse(readFileSync(0, "utf8"));
+const result = await runFunction(tvmjs, readFileSync(wasmPath), request, (msg) => console.error(msg));
+process.stdout.write(JSON.stringify(result));

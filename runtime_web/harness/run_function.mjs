@@ -1,0 +1,48 @@
+// Runs one function of a compiled kiln library through the tvmjs runtime and returns its outputs
+// as plain arrays. Shared by the Node runner and the browser page, so both paths run the same code.
+//
+// request: { device: "cpu" | "webgpu", func: "main",
+//            inputs: [{ shape: [..], dtype: "float32", data: [..] }] }
+// result:  { outputs: [{ shape, dtype, data }], adapter: { vendor, architecture, description } | null }
+
+export async function runFunction(tvmjs, wasmBytes, request, log = () => {}) {
+  const tvm = await tvmjs.instantiate(wasmBytes, tvmjs.createPolyfillWASI(), log);
+  let adapter = null;
+  let device = tvm.cpu();
+  if (request.device === "webgpu") {
+    const gpu = await tvmjs.detectGPUDevice();
+    if (gpu === undefined) {
+      throw new Error("WebGPU is not available: navigator.gpu gave no adapter");
+    }
+    const info = gpu.adapterInfo;
+    adapter = { vendor: info.vendor, architecture: info.architecture, description: info.description };
+    tvm.initWebGPU(gpu.device);
+    device = tvm.webgpu();
+  } else if (request.device !== "cpu") {
+    throw new Error(`unknown device ${JSON.stringify(request.device)}; use "cpu" or "webgpu"`);
+  }
+
+  tvm.beginScope();
+  try {
+    const vm = tvm.createVirtualMachine(device);
+    if (request.device === "webgpu") {
+      await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
+    }
+    const args = request.inputs.map((input) => {
+      const host = tvm.empty(input.shape, input.dtype, tvm.cpu()).copyFrom(input.data);
+      return tvm.empty(input.shape, input.dtype, device).copyFrom(host);
+    });
+    const result = vm.getFunction(request.func)(...args);
+    // A Relax function returns one tensor or a tuple of them (a TVM array).
+    const tensors = typeof result.size === "function"
+      ? Array.from({ length: result.size() }, (_, i) => result.get(i))
+      : [result];
+    const hosts = tensors.map((t) => tvm.empty(t.shape, t.dtype, tvm.cpu()).copyFrom(t));
+    await device.sync();
+    const outputs = hosts.map((h) => ({ shape: h.shape, dtype: h.dtype, data: Array.from(h.toArray()) }));
+    return { outputs, adapter };
+  } finally {
+    tvm.endScope();
+    tvm.dispose();
+  }
+}
