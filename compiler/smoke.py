@@ -15,9 +15,9 @@ def dense_softmax_module():
     from tvm import relax, tirx
 
     n = tirx.Var("n", "int64")
-    x = relax.Var("x", relax.TensorStructInfo((n, HIDDEN), "float32"))
-    w = relax.Var("w", relax.TensorStructInfo((HIDDEN, CLASSES), "float32"))
-    b = relax.Var("b", relax.TensorStructInfo((CLASSES,), "float32"))
+    x = relax.Var("x", relax.TensorType((n, HIDDEN), "float32"))
+    w = relax.Var("w", relax.TensorType((HIDDEN, CLASSES), "float32"))
+    b = relax.Var("b", relax.TensorType((CLASSES,), "float32"))
     bb = relax.BlockBuilder()
     with bb.function("main", [x, w, b]):
         with bb.dataflow():
@@ -46,14 +46,14 @@ def embedded_constants_module(weights: dict[str, np.ndarray]):
 
     n = tirx.Var("n", "int64")
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorStructInfo((n, HIDDEN), "float32"))
+    x = relax.Var("x", relax.TensorType((n, HIDDEN), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
             logits = relax.op.matmul(x, relax.const(weights["w"]))
             logits = bb.emit(relax.op.add(logits, relax.const(weights["b"])))
             probs = bb.emit_output(relax.op.nn.softmax(logits, axis=-1))
         bb.emit_func_output(probs)
-    ids = relax.Var("ids", relax.TensorStructInfo((n,), "int32"))
+    ids = relax.Var("ids", relax.TensorType((n,), "int32"))
     with bb.function("lookup", [ids]):
         with bb.dataflow():
             rows = bb.emit(relax.op.take(relax.const(weights["table"]), ids, axis=0))

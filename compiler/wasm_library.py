@@ -74,12 +74,13 @@ def build_wasm_library(mod, target: str, out: str | os.PathLike) -> Path:
     """
     from tvm import relax
 
+    tvm_target = make_target(target)
     # Check the toolchain before spending seconds in relax.build.
     toolchain.find_tool("emcc")
     toolchain.runtime_objects()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    executable = relax.build(mod, target=make_target(target))
+    executable = relax.build(mod, target=tvm_target)
     partial = out.with_name(f".{out.name}.partial")
     try:
         executable.export_library(str(partial), fcompile=link_wasm)

@@ -2,11 +2,14 @@
 // Logs go to stderr so that stdout carries only the JSON result.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { pathToFileURL } from "node:url";
+import { dirname } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { runFunction } from "./run_function.mjs";
 
-// emcc's JS glue inside the tvmjs bundle calls require() for Node built-ins.
+// emcc's JS glue inside the tvmjs bundle is CommonJS-minded: it calls require() for Node
+// built-ins and reads __dirname, neither of which an ES module has.
 globalThis.require = createRequire(import.meta.url);
+globalThis.__dirname = dirname(fileURLToPath(import.meta.url));
 
 const [bundlePath, wasmPath] = process.argv.slice(2);
 if (!bundlePath || !wasmPath) {
