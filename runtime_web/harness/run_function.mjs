@@ -15,7 +15,7 @@ export async function runFunction(tvmjs, wasmBytes, request, log = () => {}) {
       throw new Error("WebGPU is not available: navigator.gpu gave no adapter");
     }
     const info = gpu.adapterInfo;
-    adapter = { vendor: info.vendor, architecture: info.architecture, description: info.description };
+    adapter = { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description };
     tvm.initWebGPU(gpu.device);
     device = tvm.webgpu();
   } else if (request.device !== "cpu") {
