@@ -16,7 +16,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     import numpy as np
 
     from . import smoke
-    from .run_library import run_in_chromium, run_in_node
+    from .run_library import describe_adapter, run_in_chromium, run_in_node
     from .wasm_library import build_wasm_library
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kiln-smoke-"))
@@ -36,9 +36,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
                        "inputs": [smoke.tensor_arg(a) for a in (x, w, b)]}
             result = run(library, request)
             diff = np.abs(smoke.output_array(result["outputs"][0]) - smoke.softmax_reference(x, w, b)).max()
-            adapter = result["adapter"]
-            on = f" on adapter {adapter['description'] or adapter['vendor']!r}" if adapter else ""
-            print(f"  {where}{on}: n={n} max |kiln - numpy| = {diff:.2e}")
+            print(f"  {where}, {describe_adapter(result['adapter'])}: n={n} max |kiln - numpy| = {diff:.2e}")
     return 0
 
 

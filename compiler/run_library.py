@@ -34,6 +34,14 @@ class RunError(KilnError):
     code = "run"
 
 
+def describe_adapter(adapter: dict | None) -> str:
+    """One line for the WebGPU adapter a run reported (SwiftShader leaves `description` empty)."""
+    if adapter is None:
+        return "no WebGPU adapter (CPU)"
+    fields = ("vendor", "architecture", "device", "description")
+    return "WebGPU adapter " + " ".join(f"{k}={adapter.get(k)!r}" for k in fields)
+
+
 def run_in_node(library: Path, request: dict) -> dict:
     node = toolchain.find_tool("node")
     cmd = [node, str(HARNESS_DIR / "node_run.mjs"), str(toolchain.tvmjs_bundle()), str(library)]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from compiler import smoke
-from compiler.run_library import run_in_chromium, run_in_node
+from compiler.run_library import describe_adapter, run_in_chromium, run_in_node
 
 LENGTHS = (5, 33)  # two values of the symbolic sequence length
 RUNNERS = {"wasm": (run_in_node, "cpu"), "webgpu": (run_in_chromium, "webgpu")}
@@ -26,10 +26,7 @@ def test_dense_softmax_matches_numpy(target, dense_softmax_libraries, capsys):
         np.testing.assert_allclose(got, smoke.softmax_reference(x, w, b), rtol=0, atol=1e-5)
         with capsys.disabled():
             where = "Node" if target == "wasm" else "Chromium"
-            adapter = result["adapter"]
-            on = (f", WebGPU adapter: vendor={adapter['vendor']!r} architecture={adapter['architecture']!r}"
-                  f" description={adapter['description']!r}") if adapter else ""
-            print(f"\n[{target}] ran in {where}{on}; n={n} "
+            print(f"\n[{target}] ran in {where}, {describe_adapter(result['adapter'])}; n={n} "
                   f"max|diff|={np.abs(got - smoke.softmax_reference(x, w, b)).max():.1e}")
     if target == "webgpu":
         assert result["adapter"] is not None, "the WebGPU run reported no adapter"
