@@ -18,3 +18,19 @@ class ToolchainError(KilnError):
     """A piece of the build toolchain (emcc, the built web runtime, Node, Chromium) is missing."""
 
     code = "toolchain"
+
+
+class CheckpointError(KilnError):
+    """The checkpoint folder is missing, incomplete, or has a tensor of the wrong name/shape."""
+
+    code = "checkpoint"
+
+
+class UnsupportedError(KilnError):
+    """An architecture, config field or option kiln does not implement; the message lists what is."""
+
+    code = "unsupported"
+
+
+class OutputExistsError(KilnError):
+    code = "output-exists"
