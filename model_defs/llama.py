@@ -1,0 +1,272 @@
+"""LlamaForCausalLM on tvm.relax.frontend.nn: Llama 1/2 (multi-head), Llama 3/3.1/3.2 (grouped-query
+attention, rope_theta, llama3 RoPE scaling, tied embeddings), and the same architecture under other
+names (TinyLlama, SmolLM, OpenLLaMA, Vicuna, XGen). Mistral and Qwen2 reuse it with their
+differences (mistral.py, qwen2.py).
+
+Attention runs on nn.llm's TIR paged KV cache, which applies RoPE itself and runs on WebGPU, WASM
+and the native CPU alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from tvm import relax, te, tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import op
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
+
+from compiler.errors import UnsupportedError
+
+from .layers import Embedding, Linear, WeightFormat
+
+SUPPORTED_ROPE_TYPES = ("default", "llama3")
+LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+@dataclass
+class LlamaConfig:
+    """The fields of a Hugging Face config.json that change the math, checked on the way in."""
+
+    architecture: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: dict[str, Any] | None  # None, or the llama3 parameters
+    tie_word_embeddings: bool
+    max_position_embeddings: int
+    qkv_bias: bool = False
+    o_bias: bool = False
+    sliding_window: int | None = None
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> "LlamaConfig":
+        arch = (hf.get("architectures") or ["LlamaForCausalLM"])[0]
+        _require(hf, arch, "hidden_act", ("silu",), default="silu")
+        if hf.get("mlp_bias"):
+            raise UnsupportedError(f"{arch} with mlp_bias=true is not supported; kiln supports Llama MLPs without bias.")
+        heads = hf["num_attention_heads"]
+        rope_theta, rope_scaling = _rope(hf, arch)
+        attention_bias = bool(hf.get("attention_bias", False))
+        return cls(
+            architecture=arch,
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_hidden_layers=hf["num_hidden_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=hf.get("num_key_value_heads") or heads,
+            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+            vocab_size=hf["vocab_size"],
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            rope_theta=rope_theta,
+            rope_scaling=rope_scaling,
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            max_position_embeddings=hf.get("max_position_embeddings", 2048),
+            qkv_bias=attention_bias,
+            o_bias=attention_bias,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _require(hf: dict, arch: str, field: str, allowed: tuple, default=None) -> None:
+    value = hf.get(field, default)
+    if value not in allowed:
+        raise UnsupportedError(
+            f"{arch} with {field}={value!r} is not supported; kiln supports {field} in {list(allowed)}."
+        )
+
+
+def _rope(hf: dict, arch: str) -> tuple[float, dict | None]:
+    """RoPE base and scaling, from transformers 5's `rope_parameters` or the older
+    `rope_theta` + `rope_scaling` fields."""
+    params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise UnsupportedError(
+            f"{arch} with rope_scaling type {rope_type!r} is not supported; kiln supports "
+            f"{', '.join(SUPPORTED_ROPE_TYPES)}."
+        )
+    if rope_type == "default":
+        return theta, None
+    missing = [k for k in LLAMA3_ROPE_KEYS if k not in params]
+    if missing:
+        raise UnsupportedError(f"{arch}'s llama3 rope_scaling lacks {', '.join(missing)}; the config is incomplete.")
+    return theta, {"rope_type": "llama3", **{k: params[k] for k in LLAMA3_ROPE_KEYS}}
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LlamaConfig, fmt: WeightFormat):
+        self.num_q, self.num_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        # q, k and v projections fused along the output dimension (MLC's qkv_proj layout).
+        qkv_out = (self.num_q + 2 * self.num_kv) * self.head_dim
+        self.qkv_proj = Linear(cfg.hidden_size, qkv_out, fmt, bias=cfg.qkv_bias)
+        self.o_proj = Linear(self.num_q * self.head_dim, cfg.hidden_size, fmt, bias=cfg.o_bias)
+
+    def forward(self, x: nn.Tensor, kv_cache: PagedKVCache, layer_id: int) -> nn.Tensor:
+        b, s, _ = x.shape
+        qkv = op.reshape(self.qkv_proj(x), (b, s, self.num_q + 2 * self.num_kv, self.head_dim))
+        out = kv_cache.attention_with_fused_qkv(layer_id, qkv, self.num_q, sm_scale=self.head_dim**-0.5)
+        return self.o_proj(op.reshape(out, (b, s, self.num_q * self.head_dim)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: LlamaConfig, fmt: WeightFormat):
+        self.intermediate = cfg.intermediate_size
+        # gate and up projections fused along the output dimension (MLC's gate_up_proj layout).
+        self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, fmt)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, fmt)
+
+    def forward(self, x: nn.Tensor) -> nn.Tensor:
+        gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
+        return self.down_proj(op.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: LlamaConfig, fmt: WeightFormat):
+        self.self_attn = Attention(cfg, fmt)
+        self.mlp = MLP(cfg, fmt)
+        self.input_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=fmt.model_dtype)
+        self.post_attention_layernorm = nn.RMSNorm(
+            cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=fmt.model_dtype
+        )
+
+    def forward(self, x: nn.Tensor, kv_cache: PagedKVCache, layer_id: int) -> nn.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), kv_cache, layer_id)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, cfg: LlamaConfig, fmt: WeightFormat):
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, fmt)
+        self.layers = nn.ModuleList([DecoderLayer(cfg, fmt) for _ in range(cfg.num_hidden_layers)])
+        self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=fmt.model_dtype)
+
+    def forward(self, x: nn.Tensor, kv_cache: PagedKVCache) -> nn.Tensor:
+        for layer_id, layer in enumerate(self.layers):
+            x = layer(x, kv_cache, layer_id)
+        return self.norm(x)
+
+
+def _last_position(x: nn.Tensor) -> nn.Tensor:
+    """[b, s, d] -> [b, 1, d]: prefill only needs the logits of the last token."""
+
+    def compute(t: te.Tensor):
+        b, s, d = t.shape
+        return te.compute((b, 1, d), lambda i, _, k: t[i, s - 1, k], name="last_position")
+
+    return op.tensor_expr_op(compute, "last_position", [x])
+
+
+class LlamaForCausalLM(nn.Module):
+    """The exported functions are the interface WebLLM calls (../shared/INTEROP.md):
+    embed, prefill, decode and create_tir_paged_kv_cache."""
+
+    def __init__(self, cfg: LlamaConfig, fmt: WeightFormat, target):
+        self.cfg, self.fmt, self.target = cfg, fmt, target
+        self.model = LlamaModel(cfg, fmt)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, fmt)
+
+    def _logits(self, hidden: nn.Tensor) -> nn.Tensor:
+        head = self.model.embed_tokens if self.cfg.tie_word_embeddings else self.lm_head
+        logits = head.times(hidden)
+        return logits.astype("float32") if logits.dtype != "float32" else logits
+
+    def embed(self, input_ids: nn.Tensor) -> nn.Tensor:
+        return self.model.embed_tokens(input_ids)
+
+    def prefill(self, input_embed: nn.Tensor, paged_kv_cache: PagedKVCache):
+        hidden = self.model(input_embed, paged_kv_cache)
+        return self._logits(_last_position(hidden)), paged_kv_cache
+
+    def decode(self, input_embed: nn.Tensor, paged_kv_cache: PagedKVCache):
+        return self._logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
+
+    def create_tir_paged_kv_cache(
+        self,
+        max_batch_size: tirx.Var,
+        max_total_seq_len: tirx.Var,
+        prefill_chunk_size: tirx.Var,
+        page_size: tirx.Var,
+        support_sliding_window: tirx.Var,
+    ) -> PagedKVCache:
+        cfg = self.cfg
+        window = cfg.sliding_window
+        attn_kind = ["mha_sliding"] * cfg.num_hidden_layers if window else "mha"
+        return TIRPagedKVCache(
+            attn_kind=attn_kind,
+            max_batch_size=max_batch_size,
+            max_total_seq_len=max_total_seq_len,
+            prefill_chunk_size=prefill_chunk_size,
+            page_size=page_size,
+            support_sliding_window=support_sliding_window,
+            layer_partition=relax.ShapeExpr([0, cfg.num_hidden_layers]),
+            num_hidden_layers=cfg.num_hidden_layers,
+            num_attention_heads=cfg.num_attention_heads,
+            num_key_value_heads=cfg.num_key_value_heads,
+            qk_head_dim=cfg.head_dim,
+            v_head_dim=cfg.head_dim,
+            mla_original_qk_head_dim=0,
+            mla_original_v_head_dim=0,
+            rope_mode=RopeMode.NORMAL,
+            rope_scale=1,
+            rope_theta=cfg.rope_theta,
+            rope_scaling=cfg.rope_scaling or {},
+            rope_ext_factors=relax.prim_value(0),
+            rotary_dim=cfg.head_dim,
+            enable_disaggregation=False,
+            dtype=self.fmt.model_dtype,
+            target=self.target,
+            layer_sliding_window_size=window or 1024,
+        )
+
+    def get_default_spec(self) -> nn.spec.ModuleSpec:
+        hidden, dtype = self.cfg.hidden_size, self.fmt.model_dtype
+        with_params = {"param_mode": "packed", "effect_mode": "none"}
+        no_params = {"param_mode": "none", "effect_mode": "none"}
+        kv = nn.spec.Object(object_type=PagedKVCache)
+        spec = {
+            "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": with_params},
+            "prefill": {"input_embed": nn.spec.Tensor([1, "seq_len", hidden], dtype), "paged_kv_cache": kv,
+                        "$": with_params},
+            "decode": {"input_embed": nn.spec.Tensor([1, 1, hidden], dtype), "paged_kv_cache": kv, "$": with_params},
+            "create_tir_paged_kv_cache": {
+                "max_batch_size": int, "max_total_seq_len": int, "prefill_chunk_size": int, "page_size": int,
+                "support_sliding_window": int, "$": no_params,
+            },
+        }
+        return nn.spec.ModuleSpec.from_raw(spec, self)
+
+
+def hf_weight_sources(cfg: LlamaConfig) -> dict[str, list[str]]:
+    """Each kiln (MLC-named) weight -> the Hugging Face tensors concatenated along axis 0 to make it.
+    A `.weight` of a quantized layer becomes that layer's `q_weight` and `q_scale`."""
+    sources: dict[str, list[str]] = {"model.embed_tokens.weight": ["model.embed_tokens.weight"]}
+    for i in range(cfg.num_hidden_layers):
+        hf, kiln = f"model.layers.{i}", f"model.layers.{i}"
+        attn = f"{hf}.self_attn"
+        sources[f"{kiln}.self_attn.qkv_proj.weight"] = [f"{attn}.{p}_proj.weight" for p in "qkv"]
+        if cfg.qkv_bias:
+            sources[f"{kiln}.self_attn.qkv_proj.bias"] = [f"{attn}.{p}_proj.bias" for p in "qkv"]
+        sources[f"{kiln}.self_attn.o_proj.weight"] = [f"{attn}.o_proj.weight"]
+        if cfg.o_bias:
+            sources[f"{kiln}.self_attn.o_proj.bias"] = [f"{attn}.o_proj.bias"]
+        sources[f"{kiln}.mlp.gate_up_proj.weight"] = [f"{hf}.mlp.gate_proj.weight", f"{hf}.mlp.up_proj.weight"]
+        sources[f"{kiln}.mlp.down_proj.weight"] = [f"{hf}.mlp.down_proj.weight"]
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            sources[f"{kiln}.{norm}.weight"] = [f"{hf}.{norm}.weight"]
+    sources["model.norm.weight"] = ["model.norm.weight"]
+    if not cfg.tie_word_embeddings:
+        sources["lm_head.weight"] = ["lm_head.weight"]
+    return sources
