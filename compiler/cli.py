@@ -40,12 +40,43 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from .build import BuildOptions, build_bundle
+
+    opts = BuildOptions(
+        checkpoint=Path(args.checkpoint),
+        out=Path(args.out),
+        quantization=args.quantization,
+        targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        context_window=args.context_window,
+        prefill_chunk=args.prefill_chunk,
+        force=args.force,
+    )
+    report = build_bundle(opts)
+    print(f"\nbundle written to {report.out}")
+    print(f"  parameters      {report.params:,}")
+    print(f"  weight bytes    {report.param_bytes / 2**20:,.1f} MiB ({report.bits_per_param:.2f} bits per parameter)")
+    print(f"  bundle size     {report.bundle_bytes / 2**20:,.1f} MiB")
+    for step, seconds in report.seconds.items():
+        print(f"  {step:<16}{seconds:7.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kiln", description="Compile LLMs to WebGPU / WASM web bundles.")
     sub = parser.add_subparsers(dest="command", required=True)
     smoke = sub.add_parser("smoke", help="compile a small kernel for WebGPU and WASM and run it in Node and Chromium")
     smoke.add_argument("--out", help="folder for the compiled libraries (default: a temporary folder)")
     smoke.set_defaults(func=cmd_smoke)
+    build = sub.add_parser("build", help="compile a Hugging Face checkpoint folder into a web bundle")
+    build.add_argument("checkpoint", help="folder with config.json, *.safetensors and tokenizer.json")
+    build.add_argument("--quantization", default="q4f16_1", help="q0f32, q0f16, q4f32_1 or q4f16_1 (default q4f16_1)")
+    build.add_argument("--out", required=True, help="bundle folder to write")
+    build.add_argument("--targets", default="webgpu,wasm", help="comma-separated: webgpu, wasm (default both)")
+    build.add_argument("--context-window", type=int, help="max tokens in the KV cache (default: the model's, at most 4096)")
+    build.add_argument("--prefill-chunk", type=int, help="max tokens per prefill call (default: at most 1024)")
+    build.add_argument("--force", action="store_true", help="replace --out if it exists")
+    build.set_defaults(func=cmd_build)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -201,11 +201,12 @@ class LlamaForCausalLM(nn.Module):
         page_size: tirx.Var,
         support_sliding_window: tirx.Var,
     ) -> PagedKVCache:
+        # A sliding window (Mistral) is switched on per sequence at run time, with
+        # vm.builtin.attention_kv_cache_enable_sliding_window_for_seq, on a cache created with
+        # support_sliding_window=1; the cache then keeps only the window's pages.
         cfg = self.cfg
-        window = cfg.sliding_window
-        attn_kind = ["mha_sliding"] * cfg.num_hidden_layers if window else "mha"
         return TIRPagedKVCache(
-            attn_kind=attn_kind,
+            attn_kind="mha",
             max_batch_size=max_batch_size,
             max_total_seq_len=max_total_seq_len,
             prefill_chunk_size=prefill_chunk_size,
@@ -228,7 +229,6 @@ class LlamaForCausalLM(nn.Module):
             enable_disaggregation=False,
             dtype=self.fmt.model_dtype,
             target=self.target,
-            layer_sliding_window_size=window or 1024,
         )
 
     def get_default_spec(self) -> nn.spec.ModuleSpec:

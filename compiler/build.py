@@ -1,0 +1,153 @@
+"""`kiln build`: a Hugging Face checkpoint folder -> a web bundle (kernels for WebGPU and WASM,
+weight shards, tokenizer, kiln-config.json and mlc-chat-config.json).
+
+The bundle is assembled in a hidden sibling folder and renamed into place only when complete, so a
+failure never leaves a half-written bundle and never destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .errors import OutputExistsError, UnsupportedError
+from .kiln_config import CONFIG_FILE, make_kiln_config
+from .quantize import Quantization, get_quantization
+from .wasm_library import TARGETS
+
+DEFAULT_TARGETS = ("webgpu", "wasm")
+MAX_DEFAULT_CONTEXT = 4096
+MAX_DEFAULT_PREFILL_CHUNK = 1024
+
+
+@dataclass
+class BuildOptions:
+    checkpoint: Path
+    out: Path
+    quantization: str = "q4f16_1"
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    context_window: int | None = None
+    prefill_chunk: int | None = None
+    force: bool = False
+
+
+@dataclass
+class BuildReport:
+    out: Path
+    params: int = 0
+    param_bytes: int = 0
+    bits_per_param: float = 0.0
+    bundle_bytes: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def library_name(target: str) -> str:
+    return f"model_{target}.wasm"
+
+
+def _check_options(opts: BuildOptions, ckpt: Checkpoint) -> tuple[Quantization, int, int]:
+    quant = get_quantization(opts.quantization)
+    unknown = [t for t in opts.targets if t not in TARGETS]
+    if unknown or not opts.targets:
+        raise UnsupportedError(
+            f"unknown target {', '.join(unknown) or '(none)'}; choose from {', '.join(DEFAULT_TARGETS)}."
+        )
+    max_ctx = ckpt.model_config.max_position_embeddings
+    context = opts.context_window or min(max_ctx, MAX_DEFAULT_CONTEXT)
+    if context < 1:
+        raise UnsupportedError(f"--context-window {context} must be at least 1.")
+    prefill = opts.prefill_chunk or min(context, MAX_DEFAULT_PREFILL_CHUNK)
+    if not 1 <= prefill <= context:
+        raise UnsupportedError(f"--prefill-chunk {prefill} must be between 1 and the context window ({context}).")
+    return quant, context, prefill
+
+
+def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
+    from tqdm import tqdm
+
+    from .convert_weights import convert_weights
+    from .mlc_config import mlc_chat_config
+    from .model_module import build_model_module
+    from .wasm_library import build_wasm_library, make_target
+
+    started = time.monotonic()
+    out = Path(opts.out)
+    if out.exists() and not opts.force:
+        raise OutputExistsError(f"output folder {out} already exists; pass --force to replace it or choose another --out.")
+    ckpt = load_checkpoint(opts.checkpoint)
+    quant, context, prefill = _check_options(opts, ckpt)
+    report = BuildReport(out=out)
+    report.seconds["read checkpoint"] = time.monotonic() - started
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        family, cfg = ckpt.family, ckpt.model_config
+        sizes = dict(context_window=context, prefill_chunk=prefill)
+
+        step = time.monotonic()
+        plain = build_model_module(family, cfg, get_quantization("q0f32"), make_target("wasm"), with_sampling=False, **sizes)
+        model = build_model_module(family, cfg, quant, make_target("wasm"), with_sampling=False, **sizes)
+        logical_shapes = {p["name"]: p["shape"] for p in plain.params}
+        total = sum(ckpt_bytes(ckpt))
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"weights → {quant.name}", leave=True) as bar:
+            cache = convert_weights(ckpt, model.params, logical_shapes, quant, staging,
+                                    on_tensor=lambda name, nbytes: bar.update(nbytes))
+        report.seconds["weights"] = time.monotonic() - step
+
+        libraries = {}
+        for i, target in enumerate(opts.targets, 1):
+            step = time.monotonic()
+            log(f"[{i}/{len(opts.targets)}] compiling {target} kernels ...", flush=True)
+            tvm_target = make_target(target)
+            module = build_model_module(family, cfg, quant, tvm_target, **sizes)
+            build_wasm_library(module.mod, target, staging / library_name(target))
+            libraries[target] = library_name(target)
+            report.seconds[f"{target} kernels"] = time.monotonic() - step
+            log(f"      {library_name(target)} in {report.seconds[f'{target} kernels']:.1f} s", flush=True)
+
+        step = time.monotonic()
+        for name in ckpt.tokenizer_files:
+            shutil.copyfile(ckpt.folder / name, staging / name)
+        kiln_config = make_kiln_config(ckpt, quant, libraries=libraries, tensor_cache=cache, **sizes)
+        (staging / CONFIG_FILE).write_text(json.dumps(kiln_config, indent=2))
+        mlc = mlc_chat_config(
+            ckpt.hf_config, model_type=family.model_type, quantization=quant.name, context_window=context,
+            prefill_chunk=prefill, sliding_window=-1, generation_config=ckpt.generation_config,
+            tokenizer_config=ckpt.tokenizer_config, tokenizer_files=list(ckpt.tokenizer_files),
+        )
+        (staging / "mlc-chat-config.json").write_text(json.dumps(mlc, indent=2))
+        report.seconds["config"] = time.monotonic() - step
+
+        _replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    report.params = cache["metadata"]["ParamSize"]
+    report.param_bytes = cache["metadata"]["ParamBytes"]
+    report.bits_per_param = cache["metadata"]["BitsPerParam"]
+    report.bundle_bytes = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    report.seconds["total"] = time.monotonic() - started
+    return report
+
+
+def ckpt_bytes(ckpt: Checkpoint):
+    return (f.stat().st_size for f in ckpt.folder.glob("*.safetensors"))
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Move the finished bundle into place; an existing one (with --force) is removed only after."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)

@@ -1,0 +1,76 @@
+"""The Hugging Face checkpoint folder a user already has: its JSON files, its model family and the
+tokenizer files that travel into the bundle. Tensors are read lazily (safetensors_stream)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model_defs.registry import Family, family_for
+
+from .errors import CheckpointError
+
+# Files copied into the bundle when present; tokenizer.json is required.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@dataclass
+class Checkpoint:
+    folder: Path
+    hf_config: dict[str, Any]
+    generation_config: dict[str, Any]
+    tokenizer_config: dict[str, Any]
+    family: Family
+    model_config: Any  # the family's config dataclass
+    tokenizer_files: list[str] = field(default_factory=list)
+
+    @property
+    def chat_template(self) -> str | None:
+        template = self.tokenizer_config.get("chat_template")
+        if template is None and (self.folder / "chat_template.jinja").is_file():
+            template = (self.folder / "chat_template.jinja").read_text()
+        if isinstance(template, list):  # a list of named templates: use "default"
+            named = {t.get("name"): t.get("template") for t in template}
+            template = named.get("default")
+        return template
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); {what}.") from None
+
+
+def load_checkpoint(folder: str | Path) -> Checkpoint:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"checkpoint folder {folder} does not exist; pass the folder that holds config.json and the *.safetensors files."
+        )
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{folder} has no config.json; pass a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json)."
+        )
+    hf_config = _read_json(config_path, "re-download or fix the checkpoint's config.json")
+    family = family_for(hf_config)
+    model_config = family.config_class.from_hf(hf_config)
+    if not (folder / "tokenizer.json").is_file():
+        raise CheckpointError(
+            f"{folder} has no tokenizer.json; kiln needs the fast tokenizer file (save one with "
+            "transformers' AutoTokenizer.from_pretrained(...).save_pretrained(folder))."
+        )
+    generation = folder / "generation_config.json"
+    tok_config = folder / "tokenizer_config.json"
+    return Checkpoint(
+        folder=folder,
+        hf_config=hf_config,
+        generation_config=_read_json(generation, "fix or delete it") if generation.is_file() else {},
+        tokenizer_config=_read_json(tok_config, "fix or delete it") if tok_config.is_file() else {},
+        family=family,
+        model_config=model_config,
+        tokenizer_files=[name for name in TOKENIZER_FILES if (folder / name).is_file()],
+    )

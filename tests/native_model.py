@@ -1,0 +1,93 @@
+"""Run a kiln model natively (the same Relax module, built for the `llvm` target) with weights read
+back from the bundle's tensor cache: fast numeric checks against transformers, no browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from compiler.checkpoint import load_checkpoint
+from compiler.convert_weights import convert_weights
+from compiler.model_module import build_model_module
+from compiler.quantize import get_quantization
+from compiler.tensor_cache import read_tensor_cache
+
+CONTEXT = 256
+PREFILL_CHUNK = 128
+
+
+class NativeModel:
+    def __init__(self, checkpoint: Path, quantization: str, work_dir: Path):
+        import tvm
+        from tvm import relax
+
+        self.tvm = tvm
+        ckpt = load_checkpoint(checkpoint)
+        target = tvm.target.Target("llvm")
+        sizes = dict(context_window=CONTEXT, prefill_chunk=PREFILL_CHUNK, with_sampling=False)
+        module = build_model_module(ckpt.family, ckpt.model_config, get_quantization(quantization), target, **sizes)
+        plain = build_model_module(ckpt.family, ckpt.model_config, get_quantization("q0f32"), target, **sizes)
+        convert_weights(ckpt, module.params, {p["name"]: p["shape"] for p in plain.params},
+                        get_quantization(quantization), work_dir)
+        self.weights = read_tensor_cache(work_dir)
+        self.params = [tvm.runtime.tensor(self.weights[p["name"]]) for p in module.params]
+        self.vm = relax.VirtualMachine(relax.build(module.mod, target=target), tvm.cpu())
+        self.config = ckpt.model_config
+        self._builtin = {name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
+                         for name in ("add_sequence", "begin_forward", "end_forward")}
+        self.reset()
+
+    def reset(self) -> None:
+        shape = self.tvm.runtime.ShapeTuple
+        window = self.config.sliding_window
+        self.kv = self.vm["create_tir_paged_kv_cache"](shape([1]), shape([CONTEXT]), shape([PREFILL_CHUNK]),
+                                                       shape([16]), shape([1 if window else 0]))
+        self._builtin["add_sequence"](self.kv, 0)
+        if window:
+            enable = self.tvm.get_global_func("vm.builtin.attention_kv_cache_enable_sliding_window_for_seq")
+            # The cache attends over what it holds plus the new token: hold window - 1 tokens.
+            enable(self.kv, 0, window - 1, 0)
+        self.length = 0
+
+    def _step(self, fn: str, ids: list[int]) -> np.ndarray:
+        tvm = self.tvm
+        emb = self.vm["embed"](tvm.runtime.tensor(np.asarray(ids, dtype="int32")), self.params).numpy()
+        self._builtin["begin_forward"](self.kv, tvm.runtime.ShapeTuple([0]), tvm.runtime.ShapeTuple([len(ids)]))
+        logits, self.kv = self.vm[fn](tvm.runtime.tensor(emb[None]), self.kv, self.params)
+        self._builtin["end_forward"](self.kv)
+        self.length += len(ids)
+        return logits.numpy().reshape(-1)
+
+    def chunk_limit(self) -> int:
+        """The longest exact prefill chunk now. Within a chunk attention is causal over the whole
+        chunk, so with a sliding window W the cached tokens plus the chunk must stay within W."""
+        window = self.config.sliding_window
+        if not window:
+            return PREFILL_CHUNK
+        cached = min(self.length, window - 1)
+        return max(1, min(PREFILL_CHUNK, window - cached))
+
+    def prefill(self, ids: list[int]) -> np.ndarray:
+        """Logits of the last prompt token; the prompt goes in chunks of at most chunk_limit()."""
+        start = 0
+        while start < len(ids):
+            chunk = ids[start:start + self.chunk_limit()]
+            logits = self._step("prefill", chunk)
+            start += len(chunk)
+        return logits
+
+    def decode(self, token: int) -> np.ndarray:
+        return self._step("decode", [token])
+
+    def greedy(self, prompt: list[int], steps: int) -> tuple[list[int], list[np.ndarray]]:
+        """`steps` greedy tokens after `prompt`, and the logits each was chosen from."""
+        logits = self.prefill(prompt)
+        tokens, all_logits = [], [logits]
+        for _ in range(steps):
+            tokens.append(int(np.argmax(logits)))
+            if len(tokens) == steps:
+                break
+            logits = self.decode(tokens[-1])
+            all_logits.append(logits)
+        return tokens, all_logits
