@@ -71,7 +71,6 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
     from tqdm import tqdm
 
     from .convert_weights import convert_weights
-    from .mlc_config import mlc_chat_config
     from .model_module import build_model_module
     from .wasm_library import build_wasm_library, make_target
 
@@ -112,6 +111,8 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
             libraries[target] = library_name(target)
             report.seconds[f"{target} kernels"] = time.monotonic() - step
             log(f"      {library_name(target)} in {report.seconds[f'{target} kernels']:.1f} s", flush=True)
+
+        from .mlc_config import mlc_chat_config
 
         step = time.monotonic()
         for name in ckpt.tokenizer_files:
