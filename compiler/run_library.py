@@ -57,13 +57,16 @@ def launch_chromium(playwright):
     )
 
 
-def run_in_chromium(library: Path, request: dict, timeout_s: float = 120) -> dict:
+def call_in_chromium(mounts: dict[str, Path], page_path: str, ready: str, script: str, arg,
+                     timeout_s: float = 300):
+    """Serve `mounts` on 127.0.0.1, open `page_path` in headless Chromium (WebGPU on), wait for the
+    JS expression `ready`, then return `await (script)(arg)`. A JS exception becomes a RunError
+    carrying the page's last console lines."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         raise toolchain.ToolchainError(f"the Python package playwright is missing; {toolchain.SETUP_HINT}.")
 
-    mounts = {"/": HARNESS_DIR, "/tvmjs/": toolchain.tvmjs_bundle().parent, "/lib/": library.parent}
     with StaticServer(mounts) as server, sync_playwright() as pw:
         browser = launch_chromium(pw)
         try:
@@ -72,15 +75,19 @@ def run_in_chromium(library: Path, request: dict, timeout_s: float = 120) -> dic
             page.on("console", lambda msg: console.append(msg.text))
             page.on("pageerror", lambda err: console.append(f"page error: {err}"))
             page.set_default_timeout(timeout_s * 1000)
-            page.goto(f"{server.url}/index.html")
-            page.wait_for_function("window.kilnReady === true")
+            page.goto(f"{server.url}/{page_path}")
+            page.wait_for_function(ready)
             try:
-                return page.evaluate(
-                    "([url, request]) => window.kilnRun(url, request)",
-                    [f"/lib/{library.name}", request],
-                )
+                return page.evaluate(script, arg)
             except Exception as err:  # Playwright reports the JS exception text
                 log = "\n".join(console[-20:])
-                raise RunError(f"running {library.name} in Chromium failed: {err}\n{log}") from None
+                raise RunError(f"{page_path} failed in Chromium: {err}\n{log}") from None
         finally:
             browser.close()
+
+
+def run_in_chromium(library: Path, request: dict, timeout_s: float = 120) -> dict:
+    mounts = {"/": HARNESS_DIR, "/tvmjs/": toolchain.tvmjs_bundle().parent, "/lib/": library.parent}
+    return call_in_chromium(mounts, "index.html", "window.kilnReady === true",
+                            "([url, request]) => window.kilnRun(url, request)",
+                            [f"/lib/{library.name}", request], timeout_s)
