@@ -8,7 +8,8 @@ Tests and benchmarks use them in place of hub checkpoints: nothing is fetched ov
     from compiler.synthetic import make_checkpoint
     path = make_checkpoint("llama3-tiny", Path("/tmp/ckpt"))   # -> /tmp/ckpt
 
-The same variant and seed give byte-identical weight files.
+The same variant and seed give byte-identical files, whatever the process, hash seed or thread
+count (tests/test_synthetic.py checks this on one machine).
 """
 
 from __future__ import annotations
@@ -179,7 +180,8 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     "llama2-tiny": Variant(
-        description="Llama 2 shape: multi-head attention, untied embeddings, [INST]/<<SYS>> chat, float32",
+        description="Llama 2 shape: multi-head attention, untied embeddings, [INST]/<<SYS>> chat, "
+                    "float32",
         architecture="llama",
         config=dict(TINY, vocab_size=512, num_attention_heads=4, num_key_value_heads=4,
                     max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False,
@@ -211,8 +213,10 @@ VARIANTS: dict[str, Variant] = {
         architecture="qwen2",
         config=dict(TINY, vocab_size=1024, num_attention_heads=4, num_key_value_heads=2,
                     max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False,
-                    use_sliding_window=False, rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
-        chat=CHATML_CHAT, tokenizer_vocab=1000, dtype="float32", legacy_config=True,
+                    use_sliding_window=False,
+                    rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+        chat=CHATML_CHAT, tokenizer_vocab=1000, pretokenizer="qwen2", dtype="float32",
+        legacy_config=True,
         # Qwen2.5 checkpoints carry a sliding_window that is off (use_sliding_window false); a
         # compiler that applies it anyway diverges from transformers past 16 tokens.
         config_json_extra={"sliding_window": 16}),
@@ -247,7 +251,8 @@ def corpus() -> list[str]:
                     continue  # private, or imported from elsewhere
                 texts.append(inspect.getdoc(obj) or "")
                 if inspect.isclass(obj):
-                    texts += [inspect.getdoc(member) or "" for member_name, member in sorted(vars(obj).items())
+                    texts += [inspect.getdoc(member) or ""
+                              for member_name, member in sorted(vars(obj).items())
                               if not member_name.startswith("_") and callable(member)]
     return [text for text in texts if text]
 
@@ -259,8 +264,8 @@ def _tokenizer_json(chat: ChatFormat, vocab_size: int, pretokenizer: str) -> str
     Cached as text (not as a Tokenizer object, which is mutable) so that each checkpoint gets a
     fresh copy and several variants of one family train once.
     """
-    from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
-                            trainers)
+    from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers,
+                            processors, trainers)
 
     tokenizer = Tokenizer(models.BPE())
     if pretokenizer == "qwen2":
@@ -319,13 +324,14 @@ def _randomize(model, gain: float, seed: int, n_tokens: int) -> None:
     Matrices and embeddings get standard deviation gain / sqrt(fan_in), so that every projection's
     output has a standard deviation near `gain` whatever the width. With transformers' 0.02 the
     residual stream stays close to the token's own embedding: a tied-embedding model then predicts
-    its input token forever, and logits spread so little (std ~0.15) that float16 rounding flips the argmax.
+    its input token forever, and logits spread so little (std ~0.15) that float16 rounding flips
+    the argmax; with gain 2 the logits' standard deviation is about 2.
 
     Uniform draws from a dedicated generator rather than transformers' init: torch's CPU normal_
     goes through vectorized log/sin/cos whose last bits may differ between CPUs, and the
-    transformers init could change between releases; this is exact everywhere. Norm weights and
-    biases get noise too (transformers sets them to 1 and 0) so that a compiler that drops them
-    gives visibly different logits.
+    transformers init could change between releases; uniform draws are integer-to-float
+    arithmetic, the same on any CPU. Norm weights and biases get noise too (transformers sets
+    them to 1 and 0) so that a compiler that drops them gives visibly different logits.
     """
     import torch
 
