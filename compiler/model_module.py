@@ -67,5 +67,5 @@ def build_model_module(
     if with_sampling:
         from .sampling_kernels import add_sampling_functions
 
-        mod = add_sampling_functions(mod)
+        mod = add_sampling_functions(mod, target, vocab_size=config.vocab_size)
     return ModelModule(mod=mod, params=params, metadata=metadata)
