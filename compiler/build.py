@@ -7,6 +7,7 @@ failure never leaves a half-written bundle and never destroys the previous one.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -71,7 +72,7 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
     from tqdm import tqdm
 
     from .convert_weights import convert_weights
-    from .model_module import build_model_module
+    from .model_module import build_model_module, cache_window
     from .wasm_library import build_wasm_library, make_target
 
     started = time.monotonic()
@@ -121,8 +122,12 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
         (staging / CONFIG_FILE).write_text(json.dumps(kiln_config, indent=2))
         mlc = mlc_chat_config(
             ckpt.hf_config, model_type=family.model_type, quantization=quant.name, context_window=context,
-            prefill_chunk=prefill, sliding_window=-1, generation_config=ckpt.generation_config,
-            tokenizer_config=ckpt.tokenizer_config, tokenizer_files=list(ckpt.tokenizer_files),
+            prefill_chunk=prefill, sliding_window=cache_window(cfg), generation_config=ckpt.generation_config,
+            tokenizer_config={**ckpt.tokenizer_config, "chat_template": ckpt.chat_template},
+            tokenizer_files=list(ckpt.tokenizer_files),
+            tokenizer_json=json.loads((ckpt.folder / "tokenizer.json").read_text()),
+            # A template that prints today's date gets the build date: WebLLM cannot call a clock.
+            today=datetime.date.today(),
         )
         (staging / "mlc-chat-config.json").write_text(json.dumps(mlc, indent=2))
         report.seconds["config"] = time.monotonic() - step
