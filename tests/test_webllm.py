@@ -42,8 +42,11 @@ def test_webllm_runs_kiln_bundle_like_transformers(tmp_path, capsys):
          "messages": MESSAGES, "maxTokens": NEW_TOKENS},
         timeout_s=600,
     )
+    expected = tok.decode(ref_tokens, skip_special_tokens=True)
     with capsys.disabled():
-        print(f"\n[webllm] usage {result['usage']}\n[webllm] text {result['text']!r}")
+        print(f"\n[webllm] usage {result['usage']}\n[webllm] text        {result['text']!r}"
+              f"\n[transformers] text  {expected!r}")
     assert result["usage"]["completion_tokens"] == NEW_TOKENS
-    assert result["usage"]["prompt_tokens"] == prompt["input_ids"].shape[1]
-    assert result["text"] == tok.decode(ref_tokens, skip_special_tokens=True)
+    # WebLLM counts the prompt without its BOS prefix (conv_template.system_prefix_token_ids).
+    assert result["usage"]["prompt_tokens"] == prompt["input_ids"].shape[1] - 1
+    assert result["text"] == expected
