@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import resource
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ class BuildReport:
     bits_per_param: float = 0.0
     bundle_bytes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mib: dict[str, int] = field(default_factory=dict)  # this process's peak after each step
+
+    def finished(self, step: str, started: float) -> None:
+        self.seconds[step] = time.monotonic() - started
+        self.peak_rss_mib[step] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 def library_name(target: str) -> str:
@@ -82,7 +88,7 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
     ckpt = load_checkpoint(opts.checkpoint)
     quant, context, prefill = _check_options(opts, ckpt)
     report = BuildReport(out=out)
-    report.seconds["read checkpoint"] = time.monotonic() - started
+    report.finished("read checkpoint", started)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -100,7 +106,7 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"weights → {quant.name}", leave=True) as bar:
             cache = convert_weights(ckpt, model.params, logical_shapes, quant, staging,
                                     on_tensor=lambda name, nbytes: bar.update(nbytes))
-        report.seconds["weights"] = time.monotonic() - step
+        report.finished("weights", step)
 
         libraries = {}
         for i, target in enumerate(opts.targets, 1):
@@ -110,7 +116,7 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
             module = build_model_module(family, cfg, quant, tvm_target, **sizes)
             build_wasm_library(module.mod, target, staging / library_name(target))
             libraries[target] = library_name(target)
-            report.seconds[f"{target} kernels"] = time.monotonic() - step
+            report.finished(f"{target} kernels", step)
             log(f"      {library_name(target)} in {report.seconds[f'{target} kernels']:.1f} s", flush=True)
 
         from .mlc_config import mlc_chat_config
@@ -130,7 +136,7 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
             today=datetime.date.today(),
         )
         (staging / "mlc-chat-config.json").write_text(json.dumps(mlc, indent=2))
-        report.seconds["config"] = time.monotonic() - step
+        report.finished("config", step)
 
         _replace(staging, out)
     except BaseException:
@@ -140,7 +146,7 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
     report.param_bytes = cache["metadata"]["ParamBytes"]
     report.bits_per_param = cache["metadata"]["BitsPerParam"]
     report.bundle_bytes = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    report.seconds["total"] = time.monotonic() - started
+    report.finished("total", started)
     return report
 
 

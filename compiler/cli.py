@@ -57,8 +57,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"  parameters      {report.params:,}")
     print(f"  weight bytes    {report.param_bytes / 2**20:,.1f} MiB ({report.bits_per_param:.2f} bits per parameter)")
     print(f"  bundle size     {report.bundle_bytes / 2**20:,.1f} MiB")
+    print(f"  {'step':<16}{'time':>9}  peak RSS so far")
     for step, seconds in report.seconds.items():
-        print(f"  {step:<16}{seconds:7.1f} s")
+        print(f"  {step:<16}{seconds:7.1f} s  {report.peak_rss_mib[step]:6d} MiB")
     return 0
 
 

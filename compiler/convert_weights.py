@@ -16,6 +16,7 @@ from .safetensors_stream import CheckpointTensors
 from .tensor_cache import TensorCacheWriter
 
 QUANTIZED_SUFFIXES = (".q_weight", ".q_scale")
+PACK_ROWS = 4096
 
 
 def logical_name(param_name: str) -> str:
@@ -90,15 +91,20 @@ def convert_weights(
 
 
 def _pack(tensors: CheckpointTensors, name: str, quant: Quantization, on_tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Rows are quantized independently, so packing goes in blocks of rows: the temporaries stay
+    small next to the tensor itself (a big embedding would otherwise need several copies)."""
+    weight = _read(tensors, name, on_tensor)
     try:
-        return pack_q4(_read(tensors, name, on_tensor), quant.group_size, quant.model_dtype)
+        blocks = [pack_q4(weight[i:i + PACK_ROWS], quant.group_size, quant.model_dtype)
+                  for i in range(0, weight.shape[0], PACK_ROWS)]
     except ValueError as err:  # NaN / inf weights, or scales out of range for f16
         raise CheckpointError(f"tensor {name} cannot be quantized to {quant.name}: {err}.") from None
+    return np.concatenate([q for q, _ in blocks]), np.concatenate([s for _, s in blocks])
 
 
 def _read(tensors: CheckpointTensors, name: str, on_tensor) -> np.ndarray:
     array = tensors.read(name)
-    on_tensor(name, array.nbytes)
+    on_tensor(name, tensors.nbytes(name))
     return array
 
 

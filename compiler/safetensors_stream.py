@@ -81,6 +81,10 @@ class CheckpointTensors:
         """The stored dtype: "float32", "float16", "bfloat16", or another NumPy-style name."""
         return self._entry(name).dtype
 
+    def nbytes(self, name: str) -> int:
+        """Bytes the tensor takes in its file (what reading it costs)."""
+        return self._entry(name).nbytes
+
     def read(self, name: str) -> np.ndarray:
         """One tensor: float32 for F32/F16/BF16 data, other dtypes as stored."""
         entry = self._entry(name)
