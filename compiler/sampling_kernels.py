@@ -35,7 +35,8 @@ return value). WebLLM calls them with b = n = s = 1; the kernels take any sizes.
 `add_sampling_functions(mod, target)` adds them to a model's IRModule, already lowered to
 scheduled TIR for that target, so that they survive any Relax pipeline the model compiler runs:
 hand-written GPU kernels for WebGPU (grid dimensions x and y only, at most 256 threads per
-workgroup), plain loops for CPU targets (WASM, native LLVM for tests).
+workgroup), plain loops for CPU targets (WASM, native LLVM for tests). The three element-wise
+`*_inplace` kernels are written once as loops; for WebGPU a schedule splits them across workgroups.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def sampling_module(target="webgpu", *, vocab_size: int | None = None, dtype: st
             "logits, so make the model return float32 logits."
         )
     gpu = _is_gpu_target(target)
-    kernels = _gpu_kernels() if gpu else _cpu_kernels()
+    kernels = {**(_gpu_kernels() if gpu else _cpu_kernels()), **_inplace_kernels(gpu)}
 
     batch = tirx.Var("batch_size", "int64")
     vocab = tirx.Var("vocab_size", "int64") if vocab_size is None else int(vocab_size)
@@ -180,8 +181,9 @@ def _is_gpu_target(target) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# WebGPU kernels. Every index is int32 (WGSL has no 64-bit integers); launches use blockIdx.x/y
-# and threadIdx.x only.
+# WebGPU kernels of softmax, argsort and top-p sampling (workgroup reductions and a bitonic
+# sort, unlike their CPU loops). Every index is int32 (WGSL has no 64-bit integers); launches use
+# blockIdx.x/y and threadIdx.x only.
 
 
 def _gpu_kernels() -> dict:
@@ -190,8 +192,7 @@ def _gpu_kernels() -> dict:
     TX = THREADS
     L = SORT_BLOCK
     LOG_L = LOG_SORT_BLOCK
-    # The lowest float32, from its bits: WGSL prints T.min_value as a decimal one ulp short.
-    LOWEST = T.reinterpret("float32", T.int32(-8388609))  # 0xFF7FFFFF
+    LOWEST = _lowest_float32()
     NO_INDEX = 2147483647  # index of the padding elements of a partial sort block: sorts last
 
     @T.prim_func(private=True, s_tir=True)
@@ -495,85 +496,16 @@ def _gpu_kernels() -> dict:
                     if tx == 0:
                         out[s] = sorted_indices[row, chosen[0]]
 
-    @T.prim_func(private=True, s_tir=True)
-    def apply_logit_bias_inplace(var_logits: T.handle, var_pos2seq_id: T.handle,
-                                 var_token_ids: T.handle, var_logit_bias: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        batch, vocab, num_tokens = T.int32(), T.int32(), T.int32()
-        logits = T.match_buffer(var_logits, (batch, vocab), "float32")
-        pos2seq_id = T.match_buffer(var_pos2seq_id, (num_tokens,), "int32")
-        token_ids = T.match_buffer(var_token_ids, (num_tokens,), "int32")
-        logit_bias = T.match_buffer(var_logit_bias, (num_tokens,), "float32")
-        for bx in T.thread_binding(T.ceildiv(num_tokens, TX), thread="blockIdx.x"):
-            for tx in T.thread_binding(TX, thread="threadIdx.x"):
-                with T.sblock("logit_bias"):
-                    T.reads()
-                    T.writes()
-                    i: T.let[T.int32] = bx * TX + tx
-                    if i < num_tokens:
-                        logits[pos2seq_id[i], token_ids[i]] = (
-                            logits[pos2seq_id[i], token_ids[i]] + logit_bias[i])
-
-    @T.prim_func(private=True, s_tir=True)
-    def apply_penalty_inplace(var_logits: T.handle, var_seq_ids: T.handle,
-                              var_pos2seq_id: T.handle, var_token_ids: T.handle,
-                              var_token_cnt: T.handle, var_penalties: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        batch, vocab, num_seqs, num_tokens = T.int32(), T.int32(), T.int32(), T.int32()
-        logits = T.match_buffer(var_logits, (batch, vocab), "float32")
-        seq_ids = T.match_buffer(var_seq_ids, (num_seqs,), "int32")
-        pos2seq_id = T.match_buffer(var_pos2seq_id, (num_tokens,), "int32")
-        token_ids = T.match_buffer(var_token_ids, (num_tokens,), "int32")
-        token_cnt = T.match_buffer(var_token_cnt, (num_tokens,), "int32")
-        penalties = T.match_buffer(var_penalties, (num_seqs, 3), "float32")
-        for bx in T.thread_binding(T.ceildiv(num_tokens, TX), thread="blockIdx.x"):
-            for tx in T.thread_binding(TX, thread="threadIdx.x"):
-                with T.sblock("penalty"):
-                    T.reads()
-                    T.writes()
-                    i: T.let[T.int32] = bx * TX + tx
-                    if i < num_tokens:
-                        seq: T.let[T.int32] = pos2seq_id[i]
-                        row: T.let[T.int32] = seq_ids[seq]
-                        x: T.let[T.float32] = (logits[row, token_ids[i]] - penalties[seq, 0]
-                                               - T.Cast("float32", token_cnt[i]) * penalties[seq, 1])
-                        logits[row, token_ids[i]] = T.Select(
-                            x < T.float32(0), x * penalties[seq, 2], x / penalties[seq, 2])
-
-    @T.prim_func(private=True, s_tir=True)
-    def apply_bitmask_inplace(var_logits: T.handle, var_seq_ids: T.handle,
-                              var_bitmask: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        batch, vocab, num_seqs, words = T.int32(), T.int32(), T.int32(), T.int32()
-        logits = T.match_buffer(var_logits, (batch, vocab), "float32")
-        seq_ids = T.match_buffer(var_seq_ids, (num_seqs,), "int32")
-        bitmask = T.match_buffer(var_bitmask, (batch, words), "int32")
-        for by in T.thread_binding(num_seqs, thread="blockIdx.y"):
-            for bx in T.thread_binding(T.ceildiv(vocab, TX), thread="blockIdx.x"):
-                for tx in T.thread_binding(TX, thread="threadIdx.x"):
-                    with T.sblock("bitmask"):
-                        T.reads()
-                        T.writes()
-                        v: T.let[T.int32] = bx * TX + tx
-                        row: T.let[T.int32] = seq_ids[by]
-                        if v < vocab:
-                            if T.bitwise_and(T.shift_right(bitmask[row, T.shift_right(v, 5)],
-                                                           T.bitwise_and(v, 31)), 1) == 0:
-                                logits[row, v] = LOWEST
-
     return {
         "softmax_with_temperature": softmax_with_temperature,
         "argsort_probs": argsort_probs,
         "sample_with_top_p": sample_with_top_p,
-        "apply_logit_bias_inplace": apply_logit_bias_inplace,
-        "apply_penalty_inplace": apply_penalty_inplace,
-        "apply_bitmask_inplace": apply_bitmask_inplace,
     }
 
 
 # --------------------------------------------------------------------------------------------
-# CPU kernels (WASM and native LLVM): the same semantics as plain loops. The argsort calls the
-# runtime's stable sort (`tvm.contrib.sort.argsort`, part of TVM's wasm runtime too).
+# CPU kernels (WASM and native LLVM) of the same three functions, as plain loops. The argsort
+# calls the runtime's stable sort (`tvm.contrib.sort.argsort`, part of TVM's wasm runtime too).
 
 
 def _cpu_kernels() -> dict:
@@ -677,6 +609,24 @@ def _cpu_kernels() -> dict:
                     chosen[0] = cut[0]
                 out[s] = sorted_indices[row, chosen[0]]
 
+    return {
+        "softmax_with_temperature": softmax_with_temperature,
+        "argsort_probs": argsort_probs,
+        "sample_with_top_p": sample_with_top_p,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# In-place kernels, written once as plain loops: one iteration per token (or per vocabulary
+# entry), independent of the others. The CPU targets run the loops as written; for WebGPU,
+# _split_across_workgroups binds the innermost loop to workgroups of THREADS invocations.
+
+
+def _inplace_kernels(gpu: bool) -> dict:
+    from tvm.script import tirx as T
+
+    LOWEST = _lowest_float32()
+
     @T.prim_func(private=True, s_tir=True)
     def apply_logit_bias_inplace(var_logits: T.handle, var_pos2seq_id: T.handle,
                                  var_token_ids: T.handle, var_logit_bias: T.handle):
@@ -732,11 +682,36 @@ def _cpu_kernels() -> dict:
                                                T.bitwise_and(v, 31)), 1) == 0:
                     logits[seq_ids[s], v] = LOWEST
 
-    return {
-        "softmax_with_temperature": softmax_with_temperature,
-        "argsort_probs": argsort_probs,
-        "sample_with_top_p": sample_with_top_p,
+    kernels = {
         "apply_logit_bias_inplace": apply_logit_bias_inplace,
         "apply_penalty_inplace": apply_penalty_inplace,
         "apply_bitmask_inplace": apply_bitmask_inplace,
     }
+    if gpu:
+        return {name: _split_across_workgroups(func) for name, func in kernels.items()}
+    return kernels
+
+
+def _split_across_workgroups(func):
+    """`func` with the loops around its only block bound to a WebGPU launch: the innermost loop
+    split into blockIdx.x workgroups of THREADS threadIdx.x invocations (a predicate skips the
+    invocations past its end), and an outer loop, if any, bound to blockIdx.y."""
+    import tvm
+
+    sch = tvm.s_tir.Schedule(func)
+    (block,) = sch.get_child_blocks(sch.get_sblock("root"))
+    *outer, inner = sch.get_loops(block)
+    assert len(outer) <= 1, "WebGPU kernels launch on grid dimensions x and y only"
+    for loop in outer:
+        sch.bind(loop, "blockIdx.y")
+    bx, tx = sch.split(inner, [None, THREADS])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    return sch.mod["main"]
+
+
+def _lowest_float32():
+    """The lowest float32, from its bits: WGSL prints T.min_value as a decimal one ulp short."""
+    from tvm.script import tirx as T
+
+    return T.reinterpret("float32", T.int32(-8388609))  # 0xFF7FFFFF
