@@ -1,0 +1,190 @@
+// A loaded kiln model on the tvmjs runtime: weights in the VM's tensor cache, one sequence in the
+// paged KV cache, and the three steps the engine needs (prefill a prompt, decode one token, reset).
+// The tvmjs module is passed in, so the same code serves Node and the browser.
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+type Tvmjs = any;
+
+export type Backend = "webgpu" | "wasm";
+
+export interface TensorRecord {
+  name: string;
+  shape: number[];
+  dtype: string;
+  format: string;
+  nbytes: number;
+  byteOffset: number;
+}
+
+export interface ShardRecord {
+  dataPath: string;
+  nbytes: number;
+  sha256?: string;
+  records: TensorRecord[];
+}
+
+export interface TensorCacheIndex {
+  metadata: { ParamSize: number; ParamBytes: number; BitsPerParam: number };
+  records: ShardRecord[];
+}
+
+/** The part of kiln-config.json the model needs. */
+export interface ModelConfig {
+  context_window_size: number;
+  prefill_chunk_size: number;
+  sliding_window_size: number; // the model's window W (each token sees W tokens), -1 for none
+  model_config: { vocab_size: number; hidden_size: number };
+}
+
+const PAGE_SIZE = 16;
+
+export class KilnModel {
+  /** Tokens in the KV cache, i.e. the length of the sequence so far. */
+  length = 0;
+  private kv: any = null;
+
+  private constructor(
+    private readonly tvm: any,
+    private readonly tvmjs: Tvmjs,
+    private readonly device: any,
+    private readonly vm: any,
+    private readonly params: any,
+    readonly config: ModelConfig,
+    readonly backend: Backend,
+  ) {}
+
+  /**
+   * Instantiate the library and upload the weights. `shardBytes(i)` returns shard i of the tensor
+   * cache (already verified by the loader); `gpuDevice` is a GPUDevice for the webgpu backend.
+   */
+  static async load(opts: {
+    tvmjs: Tvmjs;
+    library: ArrayBuffer | Uint8Array;
+    config: ModelConfig;
+    tensorCache: TensorCacheIndex;
+    shardBytes: (index: number) => Promise<Uint8Array>;
+    backend: Backend;
+    gpuDevice?: unknown;
+    onShardUploaded?: (index: number) => void;
+    log?: (msg: string) => void;
+  }): Promise<KilnModel> {
+    const { tvmjs, backend } = opts;
+    const tvm = await tvmjs.instantiate(opts.library, tvmjs.createPolyfillWASI(), opts.log ?? (() => {}));
+    let device = tvm.cpu();
+    if (backend === "webgpu") {
+      tvm.initWebGPU(opts.gpuDevice);
+      device = tvm.webgpu();
+    }
+    tvm.beginScope();
+    const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(device));
+    if (backend === "webgpu") {
+      await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
+    }
+    const names: string[] = [];
+    for (let i = 0; i < opts.tensorCache.records.length; i++) {
+      const shard = opts.tensorCache.records[i];
+      const bytes = await opts.shardBytes(i);
+      for (const rec of shard.records) {
+        const tensor = tvm.detachFromCurrentScope(tvm.empty(rec.shape, rec.dtype, device));
+        tensor.copyFromRawBytes(bytes.subarray(rec.byteOffset, rec.byteOffset + rec.nbytes));
+        tvm.tensorCacheUpdate(rec.name, tensor, false);
+        names.push(rec.name);
+      }
+      if (backend === "webgpu") await device.sync();
+      opts.onShardUploaded?.(i);
+    }
+    const params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(names));
+    tvm.endScope();
+    const model = new KilnModel(tvm, tvmjs, device, vm, params, opts.config, backend);
+    model.reset();
+    return model;
+  }
+
+  private get window(): number {
+    return this.config.sliding_window_size > 0 ? this.config.sliding_window_size : 0;
+  }
+
+  /** Drop the conversation: a fresh KV cache holding one empty sequence. */
+  reset(): void {
+    const tvm = this.tvm;
+    tvm.beginScope();
+    this.kv?.dispose();
+    const window = this.window;
+    const create = this.vm.getFunction("create_tir_paged_kv_cache");
+    const shape = (n: number) => tvm.makeShapeTuple([n]);
+    this.kv = tvm.detachFromCurrentScope(create(shape(1), shape(this.config.context_window_size),
+      shape(this.config.prefill_chunk_size), shape(PAGE_SIZE), shape(window ? 1 : 0)));
+    tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence")(this.kv, tvm.scalar(0, "int64"));
+    if (window) {
+      // The cache attends over what it holds plus the new token: hold W - 1 tokens.
+      tvm.getGlobalFunc("vm.builtin.attention_kv_cache_enable_sliding_window_for_seq")(
+        this.kv, tvm.scalar(0, "int64"), tvm.scalar(window - 1, "int32"), tvm.scalar(0, "int32"));
+    }
+    tvm.endScope();
+    this.length = 0;
+  }
+
+  /**
+   * The longest prefill chunk that is exact now. Attention inside a chunk is causal over the whole
+   * chunk, so with a sliding window W the cached tokens plus the chunk must stay within W.
+   */
+  chunkLimit(): number {
+    const chunk = this.config.prefill_chunk_size;
+    const window = this.window;
+    if (!window) return chunk;
+    const cached = Math.min(this.length, window - 1);
+    return Math.max(1, Math.min(chunk, window - cached));
+  }
+
+  /** Append `ids` to the sequence; returns the logits after the last one. */
+  async prefill(ids: number[]): Promise<Float32Array> {
+    if (ids.length === 0) throw new Error("prefill needs at least one token");
+    if (this.length + ids.length > this.config.context_window_size && !this.window) {
+      throw new Error(
+        `the conversation needs ${this.length + ids.length} tokens but the context window holds ` +
+        `${this.config.context_window_size}; start a new chat or shorten the prompt`);
+    }
+    let logits: Float32Array | null = null;
+    for (let start = 0; start < ids.length;) {
+      const chunk = ids.slice(start, start + this.chunkLimit());
+      logits = await this.step(chunk);
+      start += chunk.length;
+    }
+    return logits as Float32Array;
+  }
+
+  async decode(id: number): Promise<Float32Array> {
+    return this.prefill([id]);
+  }
+
+  /** One forward pass: `decode` for a single token, `prefill` for more. */
+  private async step(ids: number[]): Promise<Float32Array> {
+    const tvm = this.tvm;
+    const hidden = this.config.model_config.hidden_size;
+    tvm.beginScope();
+    try {
+      const idsHost = tvm.empty([ids.length], "int32", tvm.cpu()).copyFrom(Int32Array.from(ids));
+      const idsDev = tvm.empty([ids.length], "int32", this.device).copyFrom(idsHost);
+      const embed = this.vm.getFunction("embed")(idsDev, this.params);
+      const input = embed.view([1, ids.length, hidden]);
+      tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward")(
+        this.kv, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
+      const out = this.vm.getFunction(ids.length === 1 ? "decode" : "prefill")(input, this.kv, this.params);
+      tvm.getGlobalFunc("vm.builtin.kv_state_end_forward")(this.kv);
+      const logits = out.get(0);
+      const host = tvm.empty(logits.shape, logits.dtype, tvm.cpu()).copyFrom(logits);
+      await this.device.sync();
+      this.length += ids.length;
+      return Float32Array.from(host.toArray() as Float32Array);
+    } finally {
+      tvm.endScope();
+    }
+  }
+
+  dispose(): void {
+    this.kv?.dispose();
+    this.params.dispose();
+    this.vm.dispose();
+    this.tvm.dispose();
+  }
+}
