@@ -55,4 +55,8 @@ step "TVM web runtime (cached per TVM version)"
 "$VENV/bin/python" scripts/build_wasm_runtime.py
 "$VENV/bin/python" scripts/build_tvmjs.py
 
+step "kiln web runtime (runtime_web/dist)"
+(cd runtime_web && npm run --silent build)
+echo "built runtime_web/dist/kiln.mjs"
+
 step "setup done"
