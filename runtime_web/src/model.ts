@@ -125,6 +125,27 @@ export class KilnModel {
   }
 
   /**
+   * Drop the last `n` tokens from the KV cache (to reuse a shared prefix). Not possible once a
+   * sliding window has evicted tokens: then the caller resets instead.
+   */
+  canRollBack(n: number): boolean {
+    return n <= this.length && (!this.window || this.length < this.window);
+  }
+
+  rollBack(n: number): void {
+    if (n === 0) return;
+    if (!this.canRollBack(n)) throw new Error(`cannot roll back ${n} of ${this.length} tokens`);
+    const tvm = this.tvm;
+    tvm.beginScope();
+    try {
+      tvm.getGlobalFunc("vm.builtin.kv_state_popn")(this.kv, tvm.scalar(0, "int64"), tvm.scalar(n, "int32"));
+    } finally {
+      tvm.endScope();
+    }
+    this.length -= n;
+  }
+
+  /**
    * The longest prefill chunk that is exact now. Attention inside a chunk is causal over the whole
    * chunk, so with a sliding window W the cached tokens plus the chunk must stay within W.
    */

@@ -1,0 +1,245 @@
+// The engine: load a kiln bundle, pick a backend, and serve OpenAI-shaped chat.completions and
+// completions requests one at a time (concurrent requests queue; none is dropped).
+
+import { chatTemplateTokens, renderChatTemplate } from "./chat_template";
+import { AbortError, FinishReason, generate, GenerationStats, KvTokens } from "./generate";
+import { CacheMode, LoadProgress, openBundle } from "./loader";
+import { Backend, KilnModel } from "./model";
+import { validateSamplingParams } from "./sampler";
+import { Tokenizer } from "./tokenizer";
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+
+export interface EngineOptions {
+  backend?: "auto" | Backend;
+  cache?: CacheMode;
+  onProgress?: (p: LoadProgress) => void;
+  signal?: AbortSignal;
+  /** The tvmjs runtime module (tvmjs.bundle.mjs built by kiln's setup). */
+  tvmjs: any;
+}
+
+export class EngineError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = "EngineError";
+  }
+}
+
+const CHAT_FIELDS = new Set(["messages", "model", "stream", "temperature", "top_p", "top_k", "max_tokens", "stop",
+  "seed", "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias", "n", "stream_options"]);
+const COMPLETION_FIELDS = new Set([...CHAT_FIELDS, "prompt"].filter((f) => f !== "messages"));
+
+function invalid(field: string, why: string): never {
+  throw new EngineError("invalid_request", `${field} ${why}`);
+}
+
+async function pickBackend(requested: "auto" | Backend, config: any, tvmjs: any):
+    Promise<{ backend: Backend; gpuDevice?: unknown; adapter?: string }> {
+  const needs: string[] = config.webgpu_features ?? [];
+  const hasWasm = Boolean(config.libraries?.wasm);
+  if (requested !== "wasm" && config.libraries?.webgpu && (globalThis as any).navigator?.gpu) {
+    const adapter = await (globalThis as any).navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+    const missing = adapter ? needs.filter((f) => !adapter.features.has(f)) : needs;
+    if (adapter && missing.length === 0) {
+      const gpu = await tvmjs.detectGPUDevice();
+      if (gpu) return { backend: "webgpu", gpuDevice: gpu.device, adapter: gpu.adapterInfo?.vendor };
+    }
+    if (requested === "webgpu") {
+      const variant = String(config.quantization).replace("f16", "f32");
+      throw new EngineError("webgpu_feature_missing", adapter
+        ? `this WebGPU adapter lacks ${missing.join(", ")}, which the ${config.quantization} bundle needs; build the ${variant} variant (kiln build --quantization ${variant}) or use backend "wasm"`
+        : "navigator.gpu gave no WebGPU adapter; use backend \"wasm\" or a browser with WebGPU");
+    }
+  } else if (requested === "webgpu") {
+    throw new EngineError("webgpu_unavailable", config.libraries?.webgpu
+      ? "WebGPU is not available here (no navigator.gpu); use backend \"wasm\" or a browser with WebGPU"
+      : "this bundle has no WebGPU library; rebuild it with kiln build --targets webgpu,wasm");
+  }
+  if (!hasWasm) {
+    throw new EngineError("no_backend", "no usable backend: WebGPU is unavailable and the bundle has no WASM library; rebuild it with kiln build --targets webgpu,wasm");
+  }
+  return { backend: "wasm" };
+}
+
+function checkFields(req: any, allowed: Set<string>): void {
+  if (req === null || typeof req !== "object") invalid("request", "must be an object");
+  for (const key of Object.keys(req)) if (!allowed.has(key)) invalid(key, "is not a supported field");
+  if (req.stream !== undefined && typeof req.stream !== "boolean") invalid("stream", "must be a boolean");
+  if (req.n !== undefined && req.n !== 1) invalid("n", "must be 1 (one choice per request)");
+  if (req.max_tokens !== undefined && req.max_tokens !== null &&
+      (!Number.isInteger(req.max_tokens) || req.max_tokens < 1)) invalid("max_tokens", `must be a positive integer, got ${JSON.stringify(req.max_tokens)}`);
+  if (req.stop !== undefined && req.stop !== null && typeof req.stop !== "string" &&
+      !(Array.isArray(req.stop) && req.stop.every((s: unknown) => typeof s === "string"))) {
+    invalid("stop", "must be a string or an array of strings");
+  }
+}
+
+function checkMessages(messages: any): void {
+  if (!Array.isArray(messages) || messages.length === 0) invalid("messages", "must be a non-empty array");
+  messages.forEach((m: any, i: number) => {
+    if (!m || !["system", "user", "assistant"].includes(m.role)) invalid(`messages[${i}].role`, "must be system, user or assistant");
+    if (typeof m.content !== "string") invalid(`messages[${i}].content`, "must be a string");
+  });
+}
+
+export class Engine {
+  // As in OpenAI's client, the second argument carries request options such as an AbortSignal.
+  readonly chat = { completions: { create: (req: any, opts?: { signal?: AbortSignal }) => this.create(req, "chat", opts?.signal) } };
+  readonly completions = { create: (req: any, opts?: { signal?: AbortSignal }) => this.create(req, "text", opts?.signal) };
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly kv = new KvTokens();
+  private readonly template: string | null;
+
+  constructor(readonly model: KilnModel, readonly tokenizer: Tokenizer, private readonly bundle: any,
+              readonly backend: Backend) {
+    this.template = bundle.config.chat_template ?? null;
+  }
+
+  resetChat(): void {
+    this.model.reset();
+    this.kv.tokens = [];
+  }
+
+  unload(): void {
+    this.model.dispose();
+  }
+
+  private promptIds(req: any, kind: "chat" | "text"): number[] {
+    if (kind === "text") {
+      if (typeof req.prompt !== "string") invalid("prompt", "must be a string");
+      return this.tokenizer.encode(req.prompt, { addSpecialTokens: true });
+    }
+    checkMessages(req.messages);
+    if (!this.template) throw new EngineError("no_chat_template", "this bundle has no chat template; use completions.create with a raw prompt");
+    const text = renderChatTemplate(this.template, { ...chatTemplateTokens(this.bundle.tokenizerConfig),
+      messages: req.messages, addGenerationPrompt: true });
+    return this.tokenizer.encode(text, { addSpecialTokens: false });
+  }
+
+  /** Validation errors reject the returned promise, as OpenAI's client does. */
+  private create(req: any, kind: "chat" | "text", signal?: AbortSignal): Promise<any> {
+    try {
+      return this.start(req, kind, signal);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  private start(req: any, kind: "chat" | "text", signal?: AbortSignal): Promise<any> {
+    checkFields(req, kind === "chat" ? CHAT_FIELDS : COMPLETION_FIELDS);
+    const config = this.bundle.config;
+    const sampling = validateSamplingParams({ ...config.sampling, ...pick(req, ["temperature", "top_p", "top_k",
+      "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias", "seed"]) });
+    const promptIds = this.promptIds(req, kind);
+    const window = config.context_window_size;
+    const maxTokens = req.max_tokens ?? Math.max(1, window - promptIds.length);
+    if (config.sliding_window_size <= 0 && promptIds.length + 1 > window) {
+      throw new EngineError("context_window_exceeded", `the prompt has ${promptIds.length} tokens but the context window holds ${window}; shorten the conversation or start a new chat`);
+    }
+    const stop = req.stop == null ? [] : typeof req.stop === "string" ? [req.stop] : req.stop;
+    const genReq = { promptIds, sampling, maxTokens, stop, stopTokenIds: config.tokens.stop_token_ids,
+                     signal };
+    const meta = { id: `kiln-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`,
+                   created: Math.floor(Date.now() / 1000), model: config.model_id ?? config.architecture, kind };
+    if (req.stream) return Promise.resolve(this.stream(genReq, meta));
+    return this.serialize(async () => {
+      const stats = emptyStats();
+      let text = "";
+      const it = generate(this.model, this.tokenizer, this.kv, genReq, stats);
+      let step = await it.next();
+      while (!step.done) { text += step.value; step = await it.next(); }
+      return completionObject(meta, text, step.value, stats);
+    });
+  }
+
+  private stream(genReq: any, meta: any): AsyncIterable<any> {
+    const engine = this;
+    return {
+      [Symbol.asyncIterator]: () => {
+        const chunks: any[] = [];
+        let done = false;
+        let wake: (() => void) | null = null;
+        let failure: unknown = null;
+        const push = (c: any) => { chunks.push(c); wake?.(); };
+        engine.serialize(async () => {
+          const stats = emptyStats();
+          const it = generate(engine.model, engine.tokenizer, engine.kv, genReq, stats);
+          if (meta.kind === "chat") push(chunkObject(meta, { role: "assistant", content: "" }, null));
+          let step = await it.next();
+          while (!step.done) { push(chunkObject(meta, step.value, null)); step = await it.next(); }
+          push({ ...chunkObject(meta, meta.kind === "chat" ? {} : "", step.value as FinishReason), usage: usageObject(stats) });
+        }).catch((err) => { failure = err; }).finally(() => { done = true; wake?.(); });
+        return {
+          async next() {
+            while (chunks.length === 0 && !done) await new Promise<void>((r) => { wake = r; });
+            wake = null;
+            if (chunks.length) return { value: chunks.shift(), done: false };
+            if (failure) throw failure;
+            return { value: undefined, done: true };
+          },
+        };
+      },
+    };
+  }
+
+  /** Run one request at a time, in arrival order. */
+  private serialize<T>(job: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(job, job);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}
+
+function pick(obj: any, keys: string[]): any {
+  const out: any = {};
+  for (const k of keys) if (obj[k] !== undefined && obj[k] !== null) out[k] = obj[k];
+  return out;
+}
+
+function emptyStats(): GenerationStats {
+  return { promptTokens: 0, prefillTokens: 0, completionTokens: 0, prefillSeconds: 0, decodeSeconds: 0 };
+}
+
+function usageObject(s: GenerationStats): any {
+  return {
+    prompt_tokens: s.promptTokens,
+    completion_tokens: s.completionTokens,
+    total_tokens: s.promptTokens + s.completionTokens,
+    extra: {
+      prefill_tokens: s.prefillTokens,
+      prefill_tokens_per_s: s.prefillSeconds > 0 ? s.prefillTokens / s.prefillSeconds : null,
+      decode_tokens_per_s: s.decodeSeconds > 0 ? s.completionTokens / s.decodeSeconds : null,
+    },
+  };
+}
+
+function completionObject(meta: any, text: string, finish: FinishReason, stats: GenerationStats): any {
+  const choice = meta.kind === "chat"
+    ? { index: 0, message: { role: "assistant", content: text }, finish_reason: finish, logprobs: null }
+    : { index: 0, text, finish_reason: finish, logprobs: null };
+  return { id: meta.id, object: meta.kind === "chat" ? "chat.completion" : "text_completion", created: meta.created,
+           model: meta.model, choices: [choice], usage: usageObject(stats) };
+}
+
+function chunkObject(meta: any, delta: any, finish: FinishReason | null): any {
+  const choice = meta.kind === "chat"
+    ? { index: 0, delta: typeof delta === "string" ? { content: delta } : delta, finish_reason: finish, logprobs: null }
+    : { index: 0, text: delta, finish_reason: finish, logprobs: null };
+  return { id: meta.id, object: meta.kind === "chat" ? "chat.completion.chunk" : "text_completion", created: meta.created,
+           model: meta.model, choices: [choice] };
+}
+
+export async function createEngine(bundleUrl: string, options: EngineOptions): Promise<Engine> {
+  const bundle = await openBundle(bundleUrl, { cache: options.cache, onProgress: options.onProgress,
+                                              signal: options.signal });
+  const { backend, gpuDevice } = await pickBackend(options.backend ?? "auto", bundle.config, options.tvmjs);
+  const model = await KilnModel.load({
+    tvmjs: options.tvmjs, library: await bundle.library(backend), config: bundle.config,
+    tensorCache: bundle.tensorCache, shardBytes: (i) => bundle.shardBytes(i), backend, gpuDevice,
+  });
+  const tokenizer = Tokenizer.fromJSON(bundle.tokenizerJson, bundle.tokenizerConfig);
+  return new Engine(model, tokenizer, bundle, backend);
+}
+
+export { AbortError };

@@ -1,0 +1,98 @@
+// One generation on a loaded model: reuse the KV cache's shared prefix, prefill the rest, then
+// decode token by token with the sampler, stop tokens, stop strings and max_tokens. It yields
+// text deltas as they become final; the API layer shapes them into OpenAI objects.
+
+import { KilnModel } from "./model";
+import { Sampler, SamplingParams } from "./sampler";
+import { StopStringMatcher } from "./stop_strings";
+import { Tokenizer } from "./tokenizer";
+
+export type FinishReason = "stop" | "length";
+
+export interface GenerationStats {
+  promptTokens: number;
+  /** Prompt tokens actually run through prefill (the rest came from the reused KV cache). */
+  prefillTokens: number;
+  completionTokens: number;
+  prefillSeconds: number;
+  decodeSeconds: number;
+}
+
+export interface GenerationRequest {
+  promptIds: number[];
+  sampling: SamplingParams;
+  maxTokens: number;
+  stop: string[];
+  stopTokenIds: number[];
+  signal?: AbortSignal;
+}
+
+export class AbortError extends Error {
+  constructor() {
+    super("the request was aborted");
+    this.name = "AbortError";
+  }
+}
+
+const now = () => (globalThis.performance ?? Date).now() / 1000;
+
+/** Tokens whose KV is in the model's cache, in order: what the next request can reuse. */
+export class KvTokens {
+  tokens: number[] = [];
+
+  /** Bring the cache to the longest prefix shared with `ids`, keeping at least one token to run. */
+  reuse(model: KilnModel, ids: number[]): number {
+    let shared = 0;
+    while (shared < this.tokens.length && shared < ids.length - 1 && this.tokens[shared] === ids[shared]) shared++;
+    const drop = this.tokens.length - shared;
+    if (model.canRollBack(drop)) {
+      model.rollBack(drop);
+    } else {
+      model.reset();
+      shared = 0;
+    }
+    this.tokens = ids.slice(0, shared);
+    return shared;
+  }
+}
+
+export async function* generate(model: KilnModel, tokenizer: Tokenizer, kv: KvTokens, req: GenerationRequest,
+                                stats: GenerationStats): AsyncGenerator<string, FinishReason> {
+  const check = () => { if (req.signal?.aborted) throw new AbortError(); };
+  check();
+  const ids = req.promptIds;
+  const shared = kv.reuse(model, ids);
+  stats.promptTokens = ids.length;
+  stats.prefillTokens = ids.length - shared;
+  let started = now();
+  let logits = await model.prefill(ids.slice(shared));
+  kv.tokens = ids.slice();
+  stats.prefillSeconds = now() - started;
+
+  const sampler = new Sampler(req.sampling, logits.length);
+  const decoder = tokenizer.createStreamDecoder({ skipSpecialTokens: true });
+  const stops = new StopStringMatcher(req.stop);
+  const history = ids.slice();
+  started = now();
+  try {
+    for (let n = 0; n < req.maxTokens; n++) {
+      check();
+      const token = sampler.sample(logits, history, ids.length);
+      stats.completionTokens = n + 1;
+      if (req.stopTokenIds.includes(token)) return "stop";
+      history.push(token);
+      const { emit, stopped } = stops.push(decoder.push(token));
+      if (emit) yield emit;
+      if (stopped) return "stop";
+      if (n + 1 === req.maxTokens) break;
+      if (model.length >= model.config.context_window_size && model.config.sliding_window_size <= 0) break;
+      logits = await model.decode(token);
+      kv.tokens.push(token);
+    }
+    const tail = stops.push(decoder.flush()).emit + stops.flush();
+    if (tail) yield tail;
+    return "length";
+  } finally {
+    stats.decodeSeconds = now() - started;
+  }
+}
