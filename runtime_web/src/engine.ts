@@ -237,6 +237,7 @@ export async function createEngine(bundleUrl: string, options: EngineOptions): P
   const model = await KilnModel.load({
     tvmjs: options.tvmjs, library: await bundle.library(backend), config: bundle.config,
     tensorCache: bundle.tensorCache, shardBytes: (i) => bundle.shardBytes(i), backend, gpuDevice,
+    onShardUploaded: (i) => bundle.shardUploaded(i),
   });
   const tokenizer = Tokenizer.fromJSON(bundle.tokenizerJson, bundle.tokenizerConfig);
   return new Engine(model, tokenizer, bundle, backend);

@@ -19,7 +19,8 @@
 //   run at once. Per shard: read the store; on a hit, verify; on a miss or a failed verification
 //   (the bad entry is evicted), fetch, verify, put into the store. Every shard gets one more network
 //   fetch after a failed verification (bypassing the HTTP cache): a copy that fails twice (cached +
-//   fresh, or fresh + fresh) is LoadError "integrity", the server's copy being corrupt.
+//   fresh, or fresh + fresh) is LoadError "integrity", the server's copy being corrupt. With a store,
+//   shard requests use `cache: "no-store"`, so the browser does not keep a second copy of the weights.
 // - Verification is WebCrypto SHA-256 of the whole shard against `sha256` in tensor-cache.json;
 //   shards without one are refused (a WebLLM cache carries only md5sum; rebuild with kiln build).
 // - Memory: by default the verified bytes of every shard stay in JS memory until the caller says
@@ -528,7 +529,9 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
   async function fetchShard(i: number, s: AbortSignal | undefined, reload: boolean): Promise<Uint8Array> {
     const url = urls[i];
     const what = `weight shard ${shards[i].dataPath}`;
-    const response = await get(url, what, s, reload ? { cache: "reload" } : {});
+    // With a store of ours, keep the weights out of the HTTP cache (no second copy on disk); a
+    // retry after a failed verification must not be answered from the HTTP cache either.
+    const response = await get(url, what, s, store ? { cache: "no-store" } : reload ? { cache: "reload" } : {});
     const expected = shards[i].nbytes;
     try {
       if (!response.body) {
@@ -600,7 +603,7 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
         return bytes;
       }
       const source = fromStore ? `the cached copy (${cacheMode} store)` : "the downloaded copy";
-      if (false) await storeOp(`evicting ${file}`, () => store!.delete(keys[i]));
+      if (fromStore) await storeOp(`evicting ${file}`, () => store!.delete(keys[i]));
       if (firstProblem !== null) {
         throw new LoadError("integrity",
           `weight shard ${file} failed verification twice: ${firstProblem}, then the fresh download from ${urls[i]} had ${problem}. ` +
