@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { runSteps } from "./run_steps.mjs";
 
 globalThis.require = createRequire(import.meta.url);
 globalThis.__dirname = dirname(fileURLToPath(import.meta.url));
@@ -16,21 +17,6 @@ const kiln = await import(pathToFileURL(kilnPath).href);
 const steps = JSON.parse(readFileSync(0, "utf8"));
 const progress = [];
 const engine = await kiln.createEngine(bundleUrl, { tvmjs, backend: "wasm", onProgress: (p) => progress.push(p) });
-const results = [];
-for (const step of steps) {
-  const api = step.api === "text" ? engine.completions : engine.chat.completions;
-  try {
-    if (step.request.stream) {
-      const chunks = [];
-      for await (const chunk of await api.create(step.request)) chunks.push(chunk);
-      results.push({ chunks });
-    } else {
-      results.push(await api.create(step.request));
-    }
-  } catch (err) {
-    results.push({ error: { name: err.name, code: err.code, message: err.message } });
-  }
-  if (step.reset) engine.resetChat();
-}
+const results = await runSteps(engine, steps);
 engine.unload();
 process.stdout.write(JSON.stringify({ backend: engine.backend, progress: progress.slice(-1), results }));
