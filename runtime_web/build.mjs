@@ -1,21 +1,47 @@
-// Builds kiln's web runtime with esbuild: src/index.ts -> dist/kiln.mjs (one ES module, no
+// Builds kiln's web runtime with esbuild: src/index.ts -> dist/kiln.mjs and src/worker.ts ->
+// dist/kiln-worker.mjs, each one self-contained ES module with the tvmjs runtime inside (no
 // framework). With --tests, also bundles every test/*.test.ts into .build/test/ for `node --test`.
+//
+// tvmjs is the bundle scripts/build_tvmjs.py writes into kiln's cache: its path comes from
+// KILN_TVMJS, else from the repo's Python toolchain module.
 import { build } from "esbuild";
-import { readdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = dirname(fileURLToPath(import.meta.url));
 const common = { bundle: true, format: "esm", target: "es2022", logLevel: "warning", sourcemap: true };
 
+function tvmjsBundle() {
+  if (process.env.KILN_TVMJS) return process.env.KILN_TVMJS;
+  const python = join(root, "..", ".venv", "bin", "python");
+  const path = execFileSync(python, ["-c", "from compiler import toolchain; print(toolchain.tvmjs_bundle())"],
+                            { cwd: join(root, ".."), encoding: "utf8" }).trim();
+  if (!existsSync(path)) throw new Error(`tvmjs is not built (${path} is missing); run scripts/setup.sh`);
+  return path;
+}
+
+// emcc's glue inside tvmjs calls require() and reads __dirname when it runs under Node; an ES
+// module has neither, so Node gets them here. Browsers never take the Node branch.
+const nodeShim = [
+  "const __kilnInNode = typeof process === \"object\" && typeof process.versions?.node === \"string\";",
+  "const require = __kilnInNode ? (await import(\"node:module\")).createRequire(import.meta.url) : undefined;",
+  "const __dirname = __kilnInNode ? \".\" : undefined;",
+].join("\n");
+
 const withTests = process.argv.includes("--tests");
+const tvmjs = tvmjsBundle();
 const entries = readdirSync(join(root, "src")).filter((f) => f === "index.ts" || f === "worker.ts");
 for (const entry of entries) {
   await build({ ...common, entryPoints: [join(root, "src", entry)], platform: "neutral",
+                alias: { "kiln-tvmjs": tvmjs }, external: ["node:module", "perf_hooks", "ws"],
+                banner: { js: nodeShim },
                 outfile: join(root, "dist", entry === "index.ts" ? "kiln.mjs" : "kiln-worker.mjs") });
 }
 if (withTests) {
   const tests = readdirSync(join(root, "test")).filter((f) => f.endsWith(".test.ts"));
   await build({ ...common, entryPoints: tests.map((t) => join(root, "test", t)), platform: "node",
+                alias: { "kiln-tvmjs": tvmjs },
                 outdir: join(root, ".build", "test"), outExtension: { ".js": ".mjs" } });
 }

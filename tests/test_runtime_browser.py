@@ -31,8 +31,7 @@ def test_engine_in_chromium_matches_transformers(backend, llama3_bundle, capsys)
     turn2 = TURN1 + [{"role": "assistant", "content": "A hot oven."}, {"role": "user", "content": "For what?"}]
     steps = [{"api": "chat", "request": {"messages": TURN1, **greedy}},
              {"api": "chat", "request": {"messages": turn2, "stream": True, **greedy}}]
-    mounts = {"/": HARNESS_DIR, "/tvmjs/": toolchain.tvmjs_bundle().parent,
-              "/kiln/": toolchain.REPO_ROOT / "runtime_web" / "dist", "/bundle/": bundle}
+    mounts = {"/": HARNESS_DIR, "/kiln/": toolchain.REPO_ROOT / "runtime_web" / "dist", "/bundle/": bundle}
     out = call_in_chromium(mounts, "engine.html", "window.kilnReady === true",
                            "([url, backend, steps]) => window.kilnChat(url, backend, steps)",
                            ["/bundle/", backend, steps], timeout_s=600)

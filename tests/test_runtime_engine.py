@@ -25,8 +25,7 @@ TURN1 = [{"role": "system", "content": "You are terse."}, {"role": "user", "cont
 
 def run_engine(bundle, steps):
     with StaticServer({"/bundle/": bundle}) as server:
-        proc = subprocess.run([toolchain.find_tool("node"), str(RUNNER), str(toolchain.tvmjs_bundle()),
-                               str(KILN_MJS), f"{server.url}/bundle/"],
+        proc = subprocess.run([toolchain.find_tool("node"), str(RUNNER), str(KILN_MJS), f"{server.url}/bundle/"],
                               input=json.dumps(steps), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)

@@ -7,6 +7,7 @@ import { CacheMode, LoadProgress, openBundle } from "./loader";
 import { Backend, KilnModel } from "./model";
 import { validateSamplingParams } from "./sampler";
 import { Tokenizer } from "./tokenizer";
+import * as bundledTvmjs from "kiln-tvmjs";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
@@ -15,8 +16,8 @@ export interface EngineOptions {
   cache?: CacheMode;
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
-  /** The tvmjs runtime module (tvmjs.bundle.mjs built by kiln's setup). */
-  tvmjs: any;
+  /** A tvmjs runtime module to use instead of the one built into kiln (for testing a tvmjs build). */
+  tvmjs?: any;
 }
 
 export class EngineError extends Error {
@@ -230,12 +231,13 @@ function chunkObject(meta: any, delta: any, finish: FinishReason | null): any {
            model: meta.model, choices: [choice] };
 }
 
-export async function createEngine(bundleUrl: string, options: EngineOptions): Promise<Engine> {
+export async function createEngine(bundleUrl: string, options: EngineOptions = {}): Promise<Engine> {
+  const tvmjs = options.tvmjs ?? bundledTvmjs;
   const bundle = await openBundle(bundleUrl, { cache: options.cache, onProgress: options.onProgress,
                                               signal: options.signal });
-  const { backend, gpuDevice } = await pickBackend(options.backend ?? "auto", bundle.config, options.tvmjs);
+  const { backend, gpuDevice } = await pickBackend(options.backend ?? "auto", bundle.config, tvmjs);
   const model = await KilnModel.load({
-    tvmjs: options.tvmjs, library: await bundle.library(backend), config: bundle.config,
+    tvmjs, library: await bundle.library(backend), config: bundle.config,
     tensorCache: bundle.tensorCache, shardBytes: (i) => bundle.shardBytes(i), backend, gpuDevice,
     onShardUploaded: (i) => bundle.shardUploaded(i),
   });
