@@ -89,17 +89,39 @@ def test_greedy_chat_streaming_and_reuse(variant, tmp_path, capsys):
               f"{usage['extra']['prefill_tokens']} prefilled; decode {first['usage']['extra']['decode_tokens_per_s']:.0f} tok/s")
 
 
-def test_q4_streams_and_errors_name_the_field(tmp_path):
+def test_q4_streams_aborts_queues_and_errors_name_the_field(tmp_path):
     _, bundle = make_bundle(tmp_path, "llama3-tiny", "q4f32_1")
+    greedy = {"messages": TURN1, "temperature": 0, "max_tokens": 24}
+    long_prompt = "kiln " * 600
     out = run_engine(bundle, [
         {"api": "chat", "request": {"messages": TURN1, "stream": True, "max_tokens": 12, "seed": 7}},
+        {"api": "chat", "request": greedy},
+        {"api": "chat", "request": {**greedy, "stream": True}, "abortAfterChunks": 3},
+        {"concurrent": [{"api": "chat", "request": greedy}, {"api": "text", "request": {"prompt": "A kiln", "max_tokens": 8}},
+                        {"api": "chat", "request": {**greedy, "stream": True}}]},
         {"api": "chat", "request": {"messages": TURN1, "top_p": 3}},
         {"api": "chat", "request": {"messages": TURN1, "temprature": 0.5}},
         {"api": "chat", "request": {"messages": [{"role": "robot", "content": "hi"}]}},
+        {"api": "chat", "request": {"messages": TURN1, "max_tokens": 600}},
+        {"api": "text", "request": {"prompt": long_prompt}},
     ])
-    chunks, bad_top_p, typo, bad_role = out["results"]
-    chunks = chunks["chunks"]
+    sampled, reply, aborted, concurrent, bad_top_p, typo, bad_role, too_many, too_long = out["results"]
+    chunks = sampled["chunks"]
     assert len(chunks) >= 3 and chunks[-1]["usage"]["completion_tokens"] <= 12
+
+    # An aborted stream ends with AbortError before its last chunk, and the engine stays usable.
+    text = reply["choices"][0]["message"]["content"]
+    assert aborted["error"]["name"] == "AbortError"
+    assert len(aborted["chunks"]) >= 3 and not any(c.get("usage") for c in aborted["chunks"])
+    # Requests started together are all served, one at a time, each as if it ran alone.
+    chat, raw, streamed = concurrent
+    assert chat["choices"][0]["message"]["content"] == text
+    assert raw["object"] == "text_completion" and raw["usage"]["completion_tokens"] >= 1
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in streamed["chunks"]) == text
+
     assert "top_p" in bad_top_p["error"]["message"]
     assert typo["error"]["code"] == "invalid_request" and "temprature" in typo["error"]["message"]
     assert "messages[0].role" in bad_role["error"]["message"]
+    # The context window (512) is never overrun: both are refused before any token is generated.
+    assert too_many["error"]["code"] == "context_window_exceeded" and "max_tokens" in too_many["error"]["message"]
+    assert too_long["error"]["code"] == "context_window_exceeded" and "512" in too_long["error"]["message"]

@@ -134,10 +134,17 @@ export class Engine {
       "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias", "seed"]) });
     const promptIds = this.promptIds(req, kind);
     const window = config.context_window_size;
-    const maxTokens = req.max_tokens ?? Math.max(1, window - promptIds.length);
-    if (config.sliding_window_size <= 0 && promptIds.length + 1 > window) {
+    // Without a sliding window the KV cache holds at most `window` tokens: a prompt or a max_tokens
+    // that cannot fit is refused up front (as OpenAI does), so a reply never runs off the cache.
+    // Without max_tokens, generation ends with finish_reason "length" when the cache is full.
+    const bounded = config.sliding_window_size <= 0;
+    if (bounded && promptIds.length + 1 > window) {
       throw new EngineError("context_window_exceeded", `the prompt has ${promptIds.length} tokens but the context window holds ${window}; shorten the conversation or start a new chat`);
     }
+    if (bounded && req.max_tokens != null && promptIds.length + req.max_tokens > window) {
+      throw new EngineError("context_window_exceeded", `max_tokens ${req.max_tokens} plus the prompt's ${promptIds.length} tokens exceed the context window of ${window}; lower max_tokens to at most ${window - promptIds.length} or start a new chat`);
+    }
+    const maxTokens = req.max_tokens ?? (bounded ? window - promptIds.length : window);
     const stop = req.stop == null ? [] : typeof req.stop === "string" ? [req.stop] : req.stop;
     const genReq = { promptIds, sampling, maxTokens, stop, stopTokenIds: config.tokens.stop_token_ids,
                      signal };
