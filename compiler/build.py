@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import resource
 import shutil
 import time
@@ -17,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .errors import OutputExistsError, UnsupportedError
+from .errors import UnsupportedError
 from .kiln_config import CONFIG_FILE, make_kiln_config
 from .quantize import Quantization, get_quantization
+from .staging import check_output, staged_folder
 from .wasm_library import TARGETS
 
 DEFAULT_TARGETS = ("webgpu", "wasm")
@@ -83,18 +83,13 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
 
     started = time.monotonic()
     out = Path(opts.out)
-    if out.exists() and not opts.force:
-        raise OutputExistsError(f"output folder {out} already exists; pass --force to replace it or choose another --out.")
+    check_output(out, opts.force)
     ckpt = load_checkpoint(opts.checkpoint)
     quant, context, prefill = _check_options(opts, ckpt)
     report = BuildReport(out=out)
     report.finished("read checkpoint", started)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with staged_folder(out) as staging:
         family, cfg = ckpt.family, ckpt.model_config
         sizes = dict(context_window=context, prefill_chunk=prefill)
 
@@ -137,11 +132,6 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
         )
         (staging / "mlc-chat-config.json").write_text(json.dumps(mlc, indent=2))
         report.finished("config", step)
-
-        _replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     report.params = cache["metadata"]["ParamSize"]
     report.param_bytes = cache["metadata"]["ParamBytes"]
     report.bits_per_param = cache["metadata"]["BitsPerParam"]
@@ -152,14 +142,3 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
 
 def ckpt_bytes(ckpt: Checkpoint):
     return (f.stat().st_size for f in ckpt.folder.glob("*.safetensors"))
-
-
-def _replace(staging: Path, out: Path) -> None:
-    """Move the finished bundle into place; an existing one (with --force) is removed only after."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)

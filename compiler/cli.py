@@ -63,6 +63,36 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    from .site import build_site
+
+    out = Path(args.out)
+    print(f"building site {out} from {len(args.bundles)} bundle(s)")
+    models = build_site([Path(b) for b in args.bundles], out, force=args.force)
+    print(f"site written to {out} ({len(models)} model(s)); serve it with: kiln serve {out}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .errors import BundleError
+    from .serve import StaticServer
+    from .site import MODELS_FILE
+
+    site = Path(args.site)
+    if not (site / "index.html").is_file() or not (site / MODELS_FILE).is_file():
+        raise BundleError(f"{site} is not a kiln site (no index.html and {MODELS_FILE}); build one with `kiln site BUNDLE --out {site}`.")
+    try:
+        server = StaticServer({"/": site}, host=args.host, port=args.port)
+    except OSError as err:
+        raise KilnError(f"cannot listen on {args.host}:{args.port} ({err.strerror}); pass --port with a free port.") from None
+    print(f"serving {site} at {server.url}/  (Ctrl+C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kiln", description="Compile LLMs to WebGPU / WASM web bundles.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--prefill-chunk", type=int, help="max tokens per prefill call (default: at most 1024)")
     build.add_argument("--force", action="store_true", help="replace --out if it exists")
     build.set_defaults(func=cmd_build)
+    site = sub.add_parser("site", help="build a static chat site (runtime, demo app, bundles) for any static host")
+    site.add_argument("bundles", nargs="+", metavar="BUNDLE_DIR", help="bundle folders written by kiln build")
+    site.add_argument("--out", required=True, help="site folder to write")
+    site.add_argument("--force", action="store_true", help="replace --out if it exists")
+    site.set_defaults(func=cmd_site)
+    serve = sub.add_parser("serve", help="serve a site folder on this machine")
+    serve.add_argument("site", metavar="SITE_DIR", help="folder written by kiln site")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.set_defaults(func=cmd_serve)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -34,3 +34,9 @@ class UnsupportedError(KilnError):
 
 class OutputExistsError(KilnError):
     code = "output-exists"
+
+
+class BundleError(KilnError):
+    """A bundle folder given to `kiln site` is missing, incomplete or not a kiln bundle."""
+
+    code = "bundle"

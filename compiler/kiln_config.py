@@ -17,6 +17,8 @@ SCHEMA_PATH = Path(__file__).with_name("schema") / "kiln-config.schema.json"
 CONFIG_FILE = "kiln-config.json"
 SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
 DTYPE_BYTES = {"float32": 4, "float16": 2}
+# The config.json key by which compiler/synthetic.py marks its random-weight checkpoints.
+SYNTHETIC_MARK = "kiln_synthetic"
 
 
 def _ids(value: Any) -> list[int]:
@@ -77,6 +79,8 @@ def make_kiln_config(ckpt: Checkpoint, quant: Quantization, *, context_window: i
         "params": {"count": meta["ParamSize"], "bytes": meta["ParamBytes"],
                    "bits_per_param": round(meta["BitsPerParam"], 4)},
     }
+    if ckpt.hf_config.get(SYNTHETIC_MARK):
+        config["synthetic"] = True
     validate(config)
     return config
 

@@ -46,18 +46,25 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 class StaticServer:
-    """Serve `mounts` on 127.0.0.1:`port` (0 picks a free port) from a background thread."""
+    """Serve `mounts` on host:port (port 0 picks a free one); as a context manager, from a
+    background thread, else through serve_forever()."""
 
-    def __init__(self, mounts: dict[str, str | Path], port: int = 0):
+    def __init__(self, mounts: dict[str, str | Path], port: int = 0, host: str = "127.0.0.1"):
         normalized = {p if p.endswith("/") else p + "/": Path(d) for p, d in mounts.items()}
         handler = partial(_Handler, mounts=normalized)
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
+
+    def serve_forever(self) -> None:
+        try:
+            self.httpd.serve_forever()
+        finally:
+            self.httpd.server_close()
 
     def __enter__(self) -> "StaticServer":
         self.thread.start()

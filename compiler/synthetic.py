@@ -23,6 +23,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .kiln_config import SYNTHETIC_MARK
+
 # Python's docstrings are the tokenizer's training text: present everywhere, fixed per Python
 # version. Only modules whose members do not depend on the platform or on optional C libraries
 # (ssl, hashlib's OpenSSL, ...) so that the corpus is the same on every machine.
@@ -413,6 +415,8 @@ def make_checkpoint(variant: str, out_dir: Path, *, seed: int = 0) -> Path:
     out_dir = Path(out_dir)
 
     torch.manual_seed(seed)
+    # Marked in config.json so that bundles and the demo site can say the weights are random.
+    setattr(config, SYNTHETIC_MARK, True)
     model = _model_classes(spec.architecture)[1](config).eval()
     _randomize(model, spec.init_gain, seed, len(tokenizer))
     model = model.to(getattr(torch, spec.dtype))
