@@ -73,24 +73,38 @@ def cmd_site(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def serve_site(site: Path, host: str, port: int) -> int:
     from .errors import BundleError
     from .serve import StaticServer
     from .site import MODELS_FILE
 
-    site = Path(args.site)
     if not (site / "index.html").is_file() or not (site / MODELS_FILE).is_file():
         raise BundleError(f"{site} is not a kiln site (no index.html and {MODELS_FILE}); build one with `kiln site BUNDLE --out {site}`.")
     try:
-        server = StaticServer({"/": site}, host=args.host, port=args.port)
+        server = StaticServer({"/": site}, host=host, port=port)
     except OSError as err:
-        raise KilnError(f"cannot listen on {args.host}:{args.port} ({err.strerror}); pass --port with a free port.") from None
+        raise KilnError(f"cannot listen on {host}:{port} ({err.strerror}); pass --port with a free port.") from None
     print(f"serving {site} at {server.url}/  (Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("stopped")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return serve_site(Path(args.site), args.host, args.port)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import prepare_demo
+
+    site = prepare_demo(Path(args.dir) if args.dir else None)
+    if args.no_serve:
+        print(f"site ready in {site}")
+        return 0
+    print("[3/3] serving the demo: open the URL below in a browser with WebGPU (or any browser: WASM)")
+    return serve_site(site, args.host, args.port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.set_defaults(func=cmd_serve)
+    demo = sub.add_parser("demo", help="make a small synthetic model, build its bundle and a site, and serve it")
+    demo.add_argument("--dir", help="work folder for the demo checkpoint, bundle and site (default: kiln's cache)")
+    demo.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    demo.add_argument("--no-serve", action="store_true", help="build everything, print the site folder, and exit")
+    demo.set_defaults(func=cmd_demo)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's first command: set up (idempotent), then compile a small kernel for WebGPU and
-# WASM and run it in Node and in headless Chromium.
+# The README's first command: set up (idempotent), then make a small synthetic model (random
+# weights), build its bundle and the chat site, and serve it on http://127.0.0.1:8000/.
+# Extra arguments go to `kiln demo` (e.g. --port 9000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec "${KILN_VENV:-$PWD/.venv}/bin/kiln" smoke "$@"
+exec "${KILN_VENV:-$PWD/.venv}/bin/kiln" demo "$@"
