@@ -119,7 +119,7 @@ def test_q4_streams_aborts_queues_and_errors_name_the_field(tmp_path):
     assert raw["object"] == "text_completion" and raw["usage"]["completion_tokens"] >= 1
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in streamed["chunks"]) == text
 
-    assert "top_p" in bad_top_p["error"]["message"]
+    assert bad_top_p["error"]["code"] == "invalid_request" and "top_p" in bad_top_p["error"]["message"]
     assert typo["error"]["code"] == "invalid_request" and "temprature" in typo["error"]["message"]
     assert "messages[0].role" in bad_role["error"]["message"]
     # The context window (512) is never overrun: both are refused before any token is generated.

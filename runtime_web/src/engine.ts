@@ -130,8 +130,13 @@ export class Engine {
   private start(req: any, kind: "chat" | "text", signal?: AbortSignal): Promise<any> {
     checkFields(req, kind === "chat" ? CHAT_FIELDS : COMPLETION_FIELDS);
     const config = this.bundle.config;
-    const sampling = validateSamplingParams({ ...config.sampling, ...pick(req, ["temperature", "top_p", "top_k",
-      "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias", "seed"]) });
+    let sampling;
+    try {
+      sampling = validateSamplingParams({ ...config.sampling, ...pick(req, ["temperature", "top_p", "top_k",
+        "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias", "seed"]) });
+    } catch (err) {
+      throw new EngineError("invalid_request", (err as Error).message);
+    }
     const promptIds = this.promptIds(req, kind);
     const window = config.context_window_size;
     // Without a sliding window the KV cache holds at most `window` tokens: a prompt or a max_tokens

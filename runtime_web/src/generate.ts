@@ -34,6 +34,19 @@ export class AbortError extends Error {
   }
 }
 
+/**
+ * One macrotask turn. The WASM backend computes synchronously and its awaits resolve as microtasks,
+ * so without this a whole reply would run before the page (or a worker) could paint a token or read
+ * an abort. setTimeout(0) is not used: nested timers are clamped to 4 ms.
+ */
+function nextTask(): Promise<void> {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => { channel.port1.close(); resolve(); };
+    channel.port2.postMessage(null);
+  });
+}
+
 const now = () => (globalThis.performance ?? Date).now() / 1000;
 
 /** Tokens whose KV is in the model's cache, in order: what the next request can reuse. */
@@ -86,6 +99,8 @@ export async function* generate(model: KilnModel, tokenizer: Tokenizer, kv: KvTo
       if (stopped) return "stop";
       if (n + 1 === req.maxTokens) break;
       if (model.length >= model.config.context_window_size && model.config.sliding_window_size <= 0) break;
+      await nextTask();
+      check();
       logits = await model.decode(token);
       kv.tokens.push(token);
     }

@@ -2,6 +2,8 @@
 // gives an OpenAI-shaped engine (chat.completions.create, completions.create) over a kiln bundle.
 export { createEngine, Engine, EngineError, AbortError } from "./engine";
 export type { EngineOptions } from "./engine";
+export { createWorkerEngine, WorkerEngine } from "./worker_engine";
+export type { WorkerEngineOptions, WorkerLike } from "./worker_engine";
 export { openBundle, LoadError, clearShardCache } from "./loader";
 export type { CacheMode, LoadProgress, LoadedBundle } from "./loader";
 export { KilnModel } from "./model";
@@ -10,3 +12,4 @@ export { Sampler, validateSamplingParams } from "./sampler";
 export { StopStringMatcher } from "./stop_strings";
 export { Tokenizer } from "./tokenizer";
 export { renderChatTemplate } from "./chat_template";
+export { installNodeWebGPU } from "./node_webgpu";
