@@ -8,7 +8,6 @@ so a second run only rebuilds the site (which picks up a rebuilt runtime) and se
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from pathlib import Path
@@ -17,17 +16,6 @@ from . import toolchain
 
 VARIANT = "llama3-tiny"
 QUANTIZATION = "q4f32_1"
-SOURCES = ("compiler", "model_defs")
-
-
-def _sources_key() -> str:
-    h = hashlib.sha256(f"{VARIANT}/{QUANTIZATION}".encode())
-    for folder in SOURCES:
-        for f in sorted((toolchain.REPO_ROOT / folder).rglob("*")):
-            if f.suffix in (".py", ".json") and f.is_file():
-                h.update(str(f.relative_to(toolchain.REPO_ROOT)).encode())
-                h.update(f.read_bytes())
-    return h.hexdigest()[:12]
 
 
 def prepare_demo(work: Path | None = None, log=print) -> Path:
@@ -37,7 +25,8 @@ def prepare_demo(work: Path | None = None, log=print) -> Path:
     from .synthetic import make_checkpoint
 
     work = Path(work) if work else toolchain.cache_root() / "demo"
-    bundle = work / f"bundle-{_sources_key()}" / f"kiln-demo-{VARIANT}-{QUANTIZATION}"
+    key = toolchain.compiler_sources_key(f"{VARIANT}/{QUANTIZATION}")
+    bundle = work / f"bundle-{key}" / f"kiln-demo-{VARIANT}-{QUANTIZATION}"
     if bundle.is_dir():
         log(f"[1/3] demo bundle up to date: {bundle}")
     else:

@@ -57,6 +57,15 @@ def _digest(paths: list[Path]) -> str:
     return h.hexdigest()[:12]
 
 
+def compiler_sources_key(tag: str) -> str:
+    """Changes whenever `tag` or the compiler's or model definitions' sources change: the key under
+    which a cached bundle (the demo's, the benchmark's) stays valid."""
+    h = hashlib.sha256(tag.encode())
+    h.update(_digest([p for folder in ("compiler", "model_defs") for p in sorted((REPO_ROOT / folder).rglob("*"))
+                      if p.suffix in (".py", ".json") and p.is_file()]).encode())
+    return h.hexdigest()[:12]
+
+
 def web_runtime_dir() -> Path:
     """Compiled C++ runtime objects, keyed by the TVM version and by our headers and build script."""
     key = _digest([OVERLAY_DIR, WASM_RUNTIME_SCRIPT])

@@ -1,12 +1,13 @@
 // Builds kiln's web runtime with esbuild: src/index.ts -> dist/kiln.mjs and src/worker.ts ->
 // dist/kiln-worker.mjs, each one self-contained ES module with the tvmjs runtime inside (no
-// framework). With --tests, also bundles every test/*.test.ts into .build/test/ for `node --test`.
+// framework); and the demo chat app, demo/ -> dist/demo/. With --tests, also bundles every
+// test/*.test.ts into .build/test/ for `node --test`.
 //
 // tvmjs is the bundle scripts/build_tvmjs.py writes into kiln's cache: its path comes from
 // KILN_TVMJS, else from the repo's Python toolchain module.
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -35,10 +36,25 @@ const tvmjs = tvmjsBundle();
 const entries = readdirSync(join(root, "src")).filter((f) => f === "index.ts" || f === "worker.ts");
 for (const entry of entries) {
   await build({ ...common, entryPoints: [join(root, "src", entry)], platform: "neutral",
-                alias: { "kiln-tvmjs": tvmjs }, external: ["node:module", "perf_hooks", "ws"],
+                alias: { "kiln-tvmjs": tvmjs }, external: ["node:module", "perf_hooks", "ws", "webgpu"],
                 banner: { js: nodeShim },
                 outfile: join(root, "dist", entry === "index.ts" ? "kiln.mjs" : "kiln-worker.mjs") });
 }
+// The demo chat app, demo/ -> dist/demo/ (kiln site copies it to the site root): app.mjs imports
+// the runtime as the sibling module "./kiln.mjs" instead of bundling it a second time; sw.js is a
+// classic script, as service workers are registered by default.
+const kilnAsSibling = {
+  name: "kiln-as-sibling",
+  setup(b) { b.onResolve({ filter: /^\.\/kiln\.mjs$/ }, (args) => ({ path: args.path, external: true })); },
+};
+const demoOut = join(root, "dist", "demo");
+await build({ ...common, entryPoints: [join(root, "demo", "app.ts")], platform: "browser", plugins: [kilnAsSibling],
+              outfile: join(demoOut, "app.mjs") });
+await build({ ...common, entryPoints: [join(root, "demo", "sw.ts")], platform: "browser", format: "iife",
+              outfile: join(demoOut, "sw.js") });
+mkdirSync(demoOut, { recursive: true });
+for (const file of ["index.html", "app.css"]) copyFileSync(join(root, "demo", file), join(demoOut, file));
+
 if (withTests) {
   const tests = readdirSync(join(root, "test")).filter((f) => f.endsWith(".test.ts"));
   await build({ ...common, entryPoints: tests.map((t) => join(root, "test", t)), platform: "node",

@@ -1,0 +1,271 @@
+"""The demo chat site (`kiln site`, runtime_web/demo/) in headless Chromium, driven like a person
+would: pick the synthetic model, watch the load progress reach 100 %, send a message with Enter,
+see the reply stream in (the text grows across observations), stop it mid-stream, regenerate it
+(prefill/decode tokens per second and the backend shown), then reload with the network off and the
+server gone, load the model again from the browser's caches and chat; a stored reply that tries to
+inject markup shows as text; finally "Clear all data" empties the caches and the conversations. Every request the page, its worker and its service
+worker make is recorded, in the browser and on the server: none may go to another origin, and
+none at all may happen between "model loaded" and the reload. No console error or CSP violation
+is allowed. The conversation's screenshot is saved to test-artifacts/demo-conversation.png."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from functools import partial
+from urllib.parse import urlsplit
+
+import pytest
+
+from compiler import toolchain
+from compiler.demo import prepare_demo
+from compiler.run_library import launch_chromium
+from compiler.serve import StaticServer
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+MODEL_ID = "kiln-demo-llama3-tiny-q4f32_1"
+ARTIFACT = toolchain.REPO_ROOT / "test-artifacts" / "demo-conversation.png"
+STATS = re.compile(r"WebGPU · prefill [\d.]+ tok/s · decode [\d.]+ tok/s · \d+ tokens")
+TIMEOUT_MS = 60_000
+HOSTILE_REPLY = ('**bold** <img src=x onerror="window.injected=1"> <script>window.injected=2</script>\n\n'
+                 "```\n<b>not bold</b>\n```")
+CACHE_CONTENTS = """async () => {
+    const out = {};
+    for (const name of await caches.keys()) out[name] = (await (await caches.open(name)).keys()).map((r) => r.url);
+    return out;
+}"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    # The site `kiln demo` (the README's first command) builds and serves.
+    return prepare_demo(tmp_path_factory.mktemp("demo"), log=lambda *a, **k: None)
+
+
+class RecordingServer(StaticServer):
+    """StaticServer that also records the path of every request it answers."""
+
+    def __init__(self, mounts):
+        super().__init__(mounts)
+        self.paths: list[str] = []
+        base = self.httpd.RequestHandlerClass
+        paths = self.paths
+
+        class Handler(base.func):
+            def log_request(self, code="-", size="-"):
+                paths.append(self.path)
+
+        self.httpd.RequestHandlerClass = partial(Handler, *base.args, **base.keywords)
+
+
+def reply_text(page):
+    """The last reply's text, exactly (inner_text would fold its whitespace)."""
+    return page.evaluate("() => [...document.querySelectorAll('.message.assistant .body')].pop()?.textContent ?? ''")
+
+
+def watch_stream(page, growths=2, timeout_s=60):
+    """Poll the streaming reply until its text has grown `growths` times; returns the lengths seen."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        n = page.evaluate("() => document.querySelector('.message.assistant.streaming .body')?.textContent.length ?? 0")
+        if n and (not seen or n > seen[-1]):
+            seen.append(n)
+        if len(seen) > growths:
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"the reply did not grow {growths} times within {timeout_s} s (lengths seen: {seen})")
+
+
+def wait_reply_done(page):
+    expect = playwright_api.expect
+    expect(page.locator(".message.assistant.streaming")).to_have_count(0, timeout=TIMEOUT_MS)
+    expect(page.locator("#send")).to_be_enabled()
+
+
+def set_max_tokens(page, n):
+    page.click("#settings-toggle")
+    page.fill("#max-tokens", str(n))
+    page.click("#settings-close")
+
+
+def load_model(page):
+    # WebGPU (SwiftShader) decodes the tiny model at about 20 tokens/s: slow enough to stop a reply
+    # mid-way. (WASM decodes it at about 1000 tokens/s.)
+    expect = playwright_api.expect
+    page.select_option("#model-select", MODEL_ID)
+    page.select_option("#backend-select", "webgpu")
+    page.click("#load-button")
+    expect(page.locator("#model-status")).to_contain_text("Ready", timeout=TIMEOUT_MS)
+    assert page.locator("#load-progress").evaluate("p => p.value") == 100
+    progress = page.locator("#progress-text").inner_text()
+    assert "100 %" in progress and " MB" in progress, progress
+    expect(page.locator("#backend-badge")).to_have_text("WebGPU")
+
+
+def test_demo_site_chat_stop_offline_and_privacy(site):
+    expect = playwright_api.expect
+    server = RecordingServer({"/": site})
+    server.__enter__()
+    origin = server.url
+    requests: list[tuple[str, str]] = []   # (url, who): every request Chromium reports
+    problems: list[str] = []               # console errors, CSP violations, uncaught page errors
+    running = True
+    try:
+        with playwright_api.sync_playwright() as pw:
+            browser = launch_chromium(pw)
+            context = browser.new_context(viewport={"width": 1200, "height": 820})
+            # The context sees the page's, its worker's and (in Chromium) the service worker's requests.
+            context.on("request", lambda r: requests.append((r.url, "service worker" if r.service_worker else "page")))
+            page = context.new_page()
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+            # -- first visit: pick the model, load it ------------------------------------------------
+            page.goto(origin + "/")
+            expect(page.locator("#model-select option")).to_have_count(1)
+            expect(page.locator("#model-info")).to_contain_text("WebGPU or WASM")
+            expect(page.locator("#demo-warning")).to_be_visible()
+            expect(page.locator("#demo-warning")).to_contain_text("random weights")
+            page.click("#settings-toggle")
+            page.fill("#temperature", "0")
+            page.fill("#max-tokens", "400")  # 20 s of decoding: the stream is caught mid-way
+            page.click("#settings-close")
+            load_model(page)
+            # The service worker controls the page (and so saw the bundle's files) once the model is in.
+            assert page.evaluate("() => navigator.serviceWorker.controller !== null")
+            page.wait_for_timeout(300)  # let the service worker finish storing what it fetched
+            browser_mark, server_mark = len(requests), len(server.paths)
+            # The weights went to the loader's store only; the service worker kept the rest of the bundle.
+            stored = page.evaluate(CACHE_CONTENTS)
+            bundle_url = f"{origin}/models/{MODEL_ID}/"
+            shards = json.loads((site / "models" / MODEL_ID / "tensor-cache.json").read_text())["records"]
+            assert sorted(u.split("?")[0] for u in stored["kiln-shards"]) == sorted(bundle_url + r["dataPath"] for r in shards)
+            app_cache = set(stored["kiln-site-v1"])
+            for path in ("", "index.html", "app.mjs", "app.css", "kiln.mjs", "kiln-worker.mjs", "models.json"):
+                assert f"{origin}/{path}" in app_cache, path
+            for name in ("kiln-config.json", "tensor-cache.json", "tokenizer.json", "tokenizer_config.json", "model_webgpu.wasm"):
+                assert bundle_url + name in app_cache, name
+            assert not [u for u in app_cache if u.endswith(".bin")], "the service worker stored weight shards a second time"
+
+            # -- chat: a reply streams in, Stop cuts it, Regenerate makes a whole one -----------------
+            page.click("#prompt")
+            page.keyboard.type("Hello! Write me a **long** story, please.")
+            page.keyboard.press("Enter")
+            expect(page.locator(".message.user .body")).to_have_text("Hello! Write me a **long** story, please.")
+            expect(page.locator("#stop")).to_be_visible()
+            lengths = watch_stream(page)
+            page.click("#stop")
+            wait_reply_done(page)
+            expect(page.locator(".message.assistant .meta").last).to_contain_text("stopped")
+            stopped_at = len(reply_text(page))
+            assert stopped_at >= lengths[-1]
+            page.wait_for_timeout(300)
+            assert len(reply_text(page)) == stopped_at, "the reply kept growing after Stop"
+            expect(page.locator("#stop")).to_be_hidden()
+
+            set_max_tokens(page, 16)
+            page.click("#regenerate")
+            wait_reply_done(page)
+            expect(page.locator(".message.assistant")).to_have_count(1)
+            expect(page.locator(".message.assistant .meta").last).to_have_text(STATS)
+            regenerated = reply_text(page)
+            assert regenerated, "the regenerated reply is empty"
+            expect(page.locator("#conversation-list .open-conversation")).to_have_count(1)
+            expect(page.locator("#conversation-list .open-conversation")).to_have_text("Hello! Write me a **long** story, please.")
+            ARTIFACT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACT))
+
+            # Nothing at all was fetched while chatting: not by the page, its worker or the service worker.
+            assert requests[browser_mark:] == [], requests[browser_mark:]
+            assert server.paths[server_mark:] == [], server.paths[server_mark:]
+            shards_fetched = [p for p in server.paths if ".bin" in p]
+            assert shards_fetched, "the first load fetched no weight shard from the server"
+
+            # -- offline: the server is gone and the browser offline; the app and the model still work --
+            server.__exit__(None, None, None)
+            running = False
+            context.set_offline(True)
+            page.reload()
+            expect(page.locator("#model-select option")).to_have_count(1)
+            # The saved conversation comes back from IndexedDB.
+            expect(page.locator("#conversation-list .open-conversation")).to_have_count(1)
+            load_model(page)
+            page.click("#prompt")
+            page.keyboard.type("Still there?")
+            page.keyboard.press("Enter")
+            watch_stream(page, growths=1)
+            wait_reply_done(page)
+            expect(page.locator(".message.assistant .meta").last).to_have_text(STATS)
+            expect(page.locator("#conversation-list .open-conversation")).to_have_count(2)
+            # Escape stops a reply too (keyboard use).
+            set_max_tokens(page, 400)
+            page.click("#regenerate")
+            watch_stream(page, growths=1)
+            page.keyboard.press("Escape")
+            wait_reply_done(page)
+            expect(page.locator(".message.assistant .meta").last).to_contain_text("stopped")
+
+            # Reopen the first conversation from the sidebar.
+            page.locator("#conversation-list .open-conversation", has_text="Hello!").click()
+            expect(page.locator(".message.user .body")).to_have_text("Hello! Write me a **long** story, please.")
+            assert reply_text(page) == regenerated
+
+            # -- a reply that tries to inject markup renders as text ------------------------------------
+            # (Random weights never write this, so it goes into IndexedDB directly, as a stored reply.)
+            page.evaluate("""(content) => new Promise((resolve, reject) => {
+                const open = indexedDB.open("kiln-demo", 1);
+                open.onsuccess = () => {
+                    const tx = open.result.transaction("conversations", "readwrite");
+                    tx.objectStore("conversations").put({ id: "hostile", title: "Hostile reply", modelId: "",
+                        system: "", created: 1, updated: Date.now(), messages: [
+                            { role: "user", content: "hi" }, { role: "assistant", content }] });
+                    tx.oncomplete = () => { open.result.close(); resolve(); };
+                    tx.onerror = () => reject(tx.error);
+                };
+                open.onerror = () => reject(open.error);
+            })""", HOSTILE_REPLY)
+            page.reload()
+            page.locator("#conversation-list .open-conversation", has_text="Hostile reply").click()
+            body = page.locator(".message.assistant .body").last
+            expect(body).to_contain_text('<img src=x onerror="window.injected=1">')
+            expect(body).to_contain_text("<script>window.injected=2</script>")
+            assert body.locator("strong").inner_text() == "bold"
+            assert body.locator("pre code").inner_text() == "<b>not bold</b>"
+            assert body.locator("img, script, a, b, iframe").count() == 0
+            assert page.evaluate("() => window.injected") is None
+
+            # -- Clear all data: caches (shards and app), conversations, settings ---------------------
+            page.click("#clear-data")
+            page.click("#clear-confirm")
+            expect(page.locator("#model-status")).to_contain_text("All data deleted", timeout=TIMEOUT_MS)
+            expect(page.locator("#conversation-list li")).to_have_text("No saved conversations yet.")
+            left = page.evaluate("""async () => ({
+                caches: await caches.keys(),
+                databases: (await indexedDB.databases()).map((d) => d.name),
+                settings: localStorage.length })""")
+            assert left == {"caches": [], "databases": [], "settings": 0}, left
+            assert problems == [], problems
+
+            # The page's Content-Security-Policy is in force: an injected inline script does not run.
+            violated = page.evaluate("""() => new Promise((resolve) => {
+                document.addEventListener("securitypolicyviolation", (e) => resolve(e.effectiveDirective), { once: true });
+                const script = document.createElement("script");
+                script.textContent = "window.inlineScriptRan = true";
+                document.head.append(script);
+            })""")
+            assert violated == "script-src-elem" and page.evaluate("() => window.inlineScriptRan") is None
+            browser.close()
+    finally:
+        if running:
+            server.__exit__(None, None, None)
+
+    # -- privacy: every request stayed on the site's origin ------------------------------------------
+    assert requests, "no request was recorded"
+    foreign = [(url, who) for url, who in requests
+               if not url.startswith("data:") and f"{urlsplit(url).scheme}://{urlsplit(url).netloc}" != origin]
+    assert foreign == [], foreign
+    assert any(who == "service worker" for _, who in requests), "no service worker request was recorded"
+    assert ARTIFACT.stat().st_size > 10_000
