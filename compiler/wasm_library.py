@@ -74,13 +74,16 @@ def build_wasm_library(mod, target: str, out: str | os.PathLike) -> Path:
     """
     from tvm import relax
 
+    from .schedules import relax_pipeline
+
     tvm_target = make_target(target)
     # Check the toolchain before spending seconds in relax.build.
     toolchain.find_tool("emcc")
     toolchain.runtime_objects()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    executable = relax.build(mod, target=tvm_target)
+    # TVM's stock pipeline for the target, with kiln's kernel scheduling (compiler/schedules.py).
+    executable = relax.build(mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target))
     partial = out.with_name(f".{out.name}.partial")
     try:
         executable.export_library(str(partial), fcompile=link_wasm)

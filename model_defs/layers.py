@@ -84,8 +84,8 @@ class _Matrix(nn.Module):
 
     def times(self, x: nn.Tensor) -> nn.Tensor:
         """x @ M^T as ONE kernel: the weight is read (and dequantized) inside the reduction, so
-        neither a transposed nor a dequantized copy of it is ever written to memory. dlight then
-        schedules it as a GEMV (decode) or a matmul (prefill)."""
+        neither a transposed nor a dequantized copy of it is ever written to memory. On GPU targets
+        compiler/schedules.py's LinearRule schedules it (found by its block name, `matmul_nt`)."""
 
         def compute(x_te: te.Tensor, *weight: te.Tensor):
             *lead, _ = x_te.shape

@@ -1,0 +1,210 @@
+"""How kiln lowers a Relax model module for its two targets: TVM's stock pipelines with one step
+replaced. Where TVM's generic-GPU pipeline runs dlight's ApplyDefaultSchedule, kiln runs
+`ScheduleKernels`: kiln's own rules first (the int4 linear kernels), then dlight's rules in TVM's
+order. The pass records which rule scheduled each PrimFunc in its `kiln.schedule` attribute, so
+that `rule_report` (and scripts/bench_runtime.py --kernels) can say who scheduled what.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax, tirx
+
+SCHEDULE_ATTR = "kiln.schedule"
+PRESCHEDULED = "prescheduled"  # written already scheduled (nn.llm's KV cache kernels, sampling)
+
+
+def _dlight_rules() -> list[tuple[str, object]]:
+    from tvm.s_tir import dlight as dl
+
+    # TVM's generic-GPU order (relax/backend/gpu_generic/pipeline.py).
+    return [("dlight.Matmul", dl.gpu.Matmul()), ("dlight.GEMV", dl.gpu.GEMV()),
+            ("dlight.Reduction", dl.gpu.Reduction()), ("dlight.GeneralReduction", dl.gpu.GeneralReduction()),
+            ("dlight.Fallback", dl.gpu.Fallback())]
+
+
+@dataclass(frozen=True)
+class LinearTiles:
+    """How a GPU thread grid covers y[m, n] = sum_k x[m, k] * W[n, k]: a workgroup holds
+    `rows` x `lanes` threads; a thread computes `tokens` x `per_thread` outputs over its share of K
+    (every `lanes`-th 32-bit word of a weight row, so that neighbouring lanes read neighbouring
+    words), and the `lanes` partial sums of an output are added across threads."""
+
+    rows: int = 64       # threadIdx.y: output rows (n) per workgroup, per_thread each
+    lanes: int = 1       # threadIdx.x: threads splitting K
+    per_thread: int = 1  # output rows (n) per thread
+    tokens: int = 1      # tokens (m) per thread; > 1 reuses each dequantized weight
+
+
+class LinearRule:
+    """kiln's int4 (and plain) linear kernels, `matmul_nt` from model_defs/layers.py, with any
+    elementwise epilogue FuseOps put behind them (residual add, bias, cast)."""
+
+    def __init__(self, tiles=None):
+        self.tiles = tiles  # None: pick per shape; or a function (m_static, n, k) -> LinearTiles
+
+    def apply(self, func: tirx.PrimFunc, target, _tunable: bool):
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        try:
+            mm = sch.get_sblock("matmul_nt")
+        except Exception:  # noqa: BLE001 - not one of ours
+            return None
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        names = [sch.get(b).name_hint for b in blocks]
+        at = names.index("matmul_nt")
+        epilogues = blocks[at + 1:]
+        for b in blocks[:at]:
+            sch.compute_inline(b)
+        *lead, n, k = sch.get_loops(mm)
+        m = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+        m_extent = sch.get(m).extent
+        m_static = int(m_extent) if isinstance(m_extent, tirx.IntImm) else None
+        n_extent, k_extent = int(sch.get(n).extent), int(sch.get(k).extent)
+        t = (self.tiles or default_tiles)(m_static, n_extent, k_extent)
+        word = 8 if k_extent % 8 == 0 else 1
+        ko, ki = sch.split(k, [None, word])
+        bn, tn, vn = sch.split(n, [None, t.rows, t.per_thread])
+        bm, vm = sch.split(m, [None, t.tokens], disable_predication=True)
+        if t.lanes > 1:
+            kr, tr = sch.split(ko, [None, t.lanes])
+            sch.reorder(bm, bn, tn, tr, kr, ki, vm, vn)
+            # Partial sums per lane, then one sum across the lanes of each output row.
+            work = sch.rfactor(tr, 0)
+            bm, bn, tn, tr, kr, ki, vm, vn = sch.get_loops(work)
+            sch.bind(bm, "blockIdx.y")
+            sch.bind(bn, "blockIdx.x")
+            sch.bind(tn, "threadIdx.y")
+            sch.bind(tr, "threadIdx.x")
+            sch.set_scope(work, 0, "local")
+            sch.reverse_compute_at(mm, tn)
+            # The sum across lanes: lanes innermost, bound to threadIdx.x.
+            tr_sum, *outputs = sch.get_loops(mm)[3:]
+            sch.reorder(*outputs, tr_sum)
+            sch.bind(tr_sum, "threadIdx.x")
+        else:
+            kr = ko
+            sch.reorder(bm, bn, tn, kr, ki, vm, vn)
+            sch.bind(bm, "blockIdx.y")
+            sch.bind(bn, "blockIdx.x")
+            sch.bind(tn, "threadIdx.x")
+            work = mm
+        if epilogues:
+            for e in epilogues:
+                sch.reverse_compute_at(e, tn)
+            sch.set_scope(mm, 0, "local")
+        elif t.lanes == 1:
+            out = sch.cache_write(mm, 0, "local")
+            sch.reverse_compute_at(out, tn)
+        if word > 1:
+            # Load each packed weight word once, then take its eight nibbles in registers.
+            reads = [r.source.dtype for r in sch.get(work).reads]
+            if "uint32" in reads:
+                words = sch.cache_read(work, reads.index("uint32"), "local")
+                sch.compute_at(words, kr)
+            sch.unroll(ki)
+        for loop in (vm, vn):
+            sch.unroll(loop)
+        sch.decompose_reduction(work, kr)
+        return sch
+
+
+def default_tiles(m_static: int | None, n: int, k: int) -> LinearTiles:
+    """Tiles measured on SwiftShader (scripts/bench_runtime.py --kernels), kept GPU-shaped: 32
+    threads (one warp) per workgroup, no barriers. Decode (one token): each thread takes up to 8
+    rows, as many as leave at least 8 workgroups to spread over the cores. Prefill: 8 tokens x 2
+    rows per thread, 16 accumulators, reusing each dequantized weight for 8 tokens."""
+    threads = 32
+    if m_static is not None and m_static <= 2:
+        per_thread = next((p for p in (8, 4, 2) if n // (threads * p) >= 8), 1)
+        return LinearTiles(rows=threads, per_thread=per_thread, tokens=m_static)
+    return LinearTiles(rows=threads, per_thread=2, tokens=8)
+
+
+def _kiln_rules(target) -> list[tuple[str, object]]:
+    if "gpu" in target.keys:
+        return [("kiln.Linear", LinearRule())]
+    return []
+
+
+def _is_scheduled(func: tirx.PrimFunc) -> bool:
+    return bool(func.attrs and "tirx.is_scheduled" in func.attrs and func.attrs["tirx.is_scheduled"])
+
+
+@tvm.transform.module_pass(opt_level=0, name="kiln.ScheduleKernels")
+def schedule_kernels(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Schedule every unscheduled PrimFunc with the first rule that takes it (kiln's, then
+    dlight's on GPU targets) and tag each PrimFunc with the rule's name."""
+    target = tvm.target.Target.current(allow_none=False)
+    gpu = "gpu" in target.keys
+    rules = _kiln_rules(target) + (_dlight_rules() if gpu else [])
+    updates = {}
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        if _is_scheduled(func):
+            updates[gv] = func.with_attr(SCHEDULE_ATTR, PRESCHEDULED)
+            continue
+        for name, rule in rules:
+            sch = rule.apply(func, target, False)
+            if sch is None:
+                continue
+            if isinstance(sch, list):
+                sch = sch[0]
+            updates[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr(SCHEDULE_ATTR, name)
+            break
+        else:
+            updates[gv] = func.with_attr(SCHEDULE_ATTR, "none")
+    for gv, func in updates.items():
+        mod[gv] = func
+    return mod
+
+
+def _backend(target):
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.relax.backend.gpu_generic import pipeline as gpu
+
+    return gpu if "gpu" in target.keys else cpu
+
+
+def legalize_and_schedule(target) -> list:
+    """Relax ops -> fused TIR kernels, then scheduled kernels."""
+    return [
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        schedule_kernels,
+    ]
+
+
+def relax_pipeline(target) -> tvm.transform.Pass:
+    """The whole Relax pipeline for `target`, for relax.build(..., relax_pipeline=...)."""
+    backend = _backend(target)
+
+    @tvm.transform.module_pass(opt_level=0, name="kiln.RelaxPipeline")
+    def pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            passes = (backend.library_dispatch_passes(target) + legalize_and_schedule(target)
+                      + backend.dataflow_lower_passes(target) + backend.finalize_passes(target))
+            return tvm.transform.Sequential(passes)(mod)
+
+    return pipeline
+
+
+def scheduled_kernels(mod: tvm.IRModule, target) -> tvm.IRModule:
+    """`mod` up to and including scheduling: Relax functions calling scheduled PrimFuncs."""
+    backend = _backend(target)
+    with target:
+        passes = backend.library_dispatch_passes(target) + legalize_and_schedule(target)
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def rule_report(mod: tvm.IRModule) -> dict[str, str]:
+    """PrimFunc name -> the rule that scheduled it, for a module from `scheduled_kernels`."""
+    return {gv.name_hint: str(func.attrs.get(SCHEDULE_ATTR, "none")) if func.attrs else "none"
+            for gv, func in mod.functions_items() if isinstance(func, tirx.PrimFunc)}

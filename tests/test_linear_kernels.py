@@ -1,0 +1,86 @@
+"""kiln's linear kernels (model_defs/layers.py `matmul_nt`, scheduled for WebGPU by
+compiler/schedules.py's LinearRule) equal NumPy, on WebGPU in headless Chromium and on WASM in Node.
+
+The module has the shapes that reach each branch of the schedule: an int4 linear with K a multiple
+of 8 (packed words read once) followed by a residual add (a fused epilogue), and a plain f32 linear
+with K not a multiple of 8 and no epilogue; each at 1 token (decode tiles), 2 tokens and 37 tokens
+(prefill tiles; 37 is not a multiple of the 8 tokens a thread takes, so a tile runs past the end)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler import smoke
+from compiler.quantize import pack_q4, unpack_q4
+from compiler.run_library import run_in_chromium, run_in_node
+from compiler.schedules import rule_report, scheduled_kernels
+from compiler.wasm_library import build_wasm_library, make_target
+
+Q4_IN, Q4_OUT = 256, 512
+F32_IN, F32_OUT = 100, 96
+TOKENS = (1, 2, 37)
+RUNNERS = {"wasm": (run_in_node, "cpu"), "webgpu": (run_in_chromium, "webgpu")}
+
+
+def linear_module():
+    """q4(x, r) = x @ A^T + r with A int4, f32(x) = x @ B^T; n symbolic. Each function takes the
+    parameters after its inputs: a_q_weight, a_q_scale, b_weight."""
+    from tvm.relax.frontend import nn
+
+    from model_defs.layers import Linear, WeightFormat
+
+    class Linears(nn.Module):
+        def __init__(self):
+            self.a = Linear(Q4_IN, Q4_OUT, WeightFormat("float32", bits=4))
+            self.b = Linear(F32_IN, F32_OUT, WeightFormat("float32"))
+
+        def q4(self, x, r):
+            return self.a(x) + r
+
+        def f32(self, x):
+            return self.b(x)
+
+    tokens = lambda width: nn.spec.Tensor([1, "n", width], "float32")  # noqa: E731
+    mod, _ = Linears().export_tvm(spec={"q4": {"x": tokens(Q4_IN), "r": tokens(Q4_OUT)},
+                                        "f32": {"x": tokens(F32_IN)}})
+    return mod
+
+
+@pytest.fixture(scope="module")
+def libraries(tmp_path_factory):
+    out = tmp_path_factory.mktemp("linear")
+    mod = linear_module()
+    return {target: build_wasm_library(mod, target, out / f"linear_{target}.wasm") for target in ("wasm", "webgpu")}
+
+
+def test_linear_kernels_are_kilns_on_webgpu():
+    rules = rule_report(scheduled_kernels(linear_module(), make_target("webgpu")))
+    linear = {name: rule for name, rule in rules.items() if "matmul_nt" in name}
+    assert linear and set(linear.values()) == {"kiln.Linear"}, rules
+
+
+@pytest.mark.parametrize("target", ["webgpu", "wasm"])
+def test_linear_kernels_match_numpy(target, libraries, capsys):
+    run, device = RUNNERS[target]
+    rng = np.random.default_rng(3)
+    q_weight, q_scale = pack_q4(rng.standard_normal((Q4_OUT, Q4_IN)).astype("float32"))
+    w_q4 = unpack_q4(q_weight, q_scale, Q4_IN).astype("float64")
+    w_f32 = rng.standard_normal((F32_OUT, F32_IN)).astype("float32")
+    worst = 0.0
+    for n in TOKENS:
+        x = rng.standard_normal((1, n, Q4_IN)).astype("float32")
+        r = rng.standard_normal((1, n, Q4_OUT)).astype("float32")
+        x2 = rng.standard_normal((1, n, F32_IN)).astype("float32")
+        params = [q_weight, q_scale, w_f32]
+        cases = [("q4", [x, r, *params], x.astype("float64") @ w_q4.T + r),
+                 ("f32", [x2, *params], x2.astype("float64") @ w_f32.astype("float64").T)]
+        for func, inputs, expected in cases:
+            result = run(libraries[target], {"device": device, "func": func,
+                                             "inputs": [smoke.tensor_arg(a) for a in inputs]})
+            got = smoke.output_array(result["outputs"][0])
+            assert got.shape == expected.shape, (func, n)
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3, err_msg=f"{func}, {n} tokens")
+            worst = max(worst, float(np.abs(got - expected).max()))
+    with capsys.disabled():
+        print(f"\n[linear kernels, {target}] tokens {TOKENS}: max|diff| {worst:.1e}")
