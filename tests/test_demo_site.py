@@ -1,5 +1,5 @@
 """The demo chat site (`kiln site`, runtime_web/demo/) in headless Chromium, driven like a person
-would: pick the synthetic model, watch the load progress reach 100 %, send a message with Enter,
+would: pick the synthetic model, cancel a slow load, load it and watch the progress reach 100 %, send a message with Enter,
 see the reply stream in (the text grows across observations), stop it mid-stream, regenerate it
 (prefill/decode tokens per second and the backend shown), then reload with the network off and the
 server gone, load the model again from the browser's caches and chat; a stored reply that tries to
@@ -45,17 +45,24 @@ def site(tmp_path_factory):
 
 
 class RecordingServer(StaticServer):
-    """StaticServer that also records the path of every request it answers."""
+    """StaticServer that records the path of every request it answers, and can hold weight shards
+    back for `shard_delay_s` seconds (a slow network, to cancel a load in the middle)."""
 
     def __init__(self, mounts):
         super().__init__(mounts)
         self.paths: list[str] = []
+        self.shard_delay_s = 0.0
         base = self.httpd.RequestHandlerClass
-        paths = self.paths
+        server = self
 
         class Handler(base.func):
+            def do_GET(self):
+                if self.path.split("?")[0].endswith(".bin") and server.shard_delay_s:
+                    time.sleep(server.shard_delay_s)
+                super().do_GET()
+
             def log_request(self, code="-", size="-"):
-                paths.append(self.path)
+                server.paths.append(self.path)
 
         self.httpd.RequestHandlerClass = partial(Handler, *base.args, **base.keywords)
 
@@ -133,6 +140,18 @@ def test_demo_site_chat_stop_offline_and_privacy(site):
             page.fill("#temperature", "0")
             page.fill("#max-tokens", "400")  # 20 s of decoding: the stream is caught mid-way
             page.click("#settings-close")
+            # Cancel a load while the weights are still downloading, then load for real.
+            server.shard_delay_s = 5.0
+            page.select_option("#model-select", MODEL_ID)
+            page.click("#load-button")
+            expect(page.locator("#progress-area")).to_be_visible()
+            page.wait_for_timeout(500)  # the worker is up and waiting for the shards
+            assert "Loaded" not in page.locator("#progress-text").inner_text()
+            page.click("#cancel-load")
+            expect(page.locator("#model-status")).to_have_text("Loading cancelled.")
+            expect(page.locator("#progress-area")).to_be_hidden()
+            expect(page.locator("#backend-badge")).to_be_hidden()
+            server.shard_delay_s = 0.0
             load_model(page)
             # The service worker controls the page (and so saw the bundle's files) once the model is in.
             assert page.evaluate("() => navigator.serviceWorker.controller !== null")
