@@ -8,31 +8,10 @@ from __future__ import annotations
 import pytest
 
 from compiler import toolchain
-from compiler.build import BuildOptions, build_bundle
 from compiler.run_library import HARNESS_DIR, call_in_chromium
-from compiler.synthetic import make_checkpoint
 from test_runtime_engine import NEW_TOKENS, TURN1, reference_reply
 
 TURN2 = TURN1 + [{"role": "assistant", "content": "A hot oven."}, {"role": "user", "content": "For what?"}]
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    """(variant, quantization) -> (checkpoint, bundle), built once per module."""
-    root = tmp_path_factory.mktemp("browser")
-    built = {}
-
-    def get(variant, quantization):
-        if (variant, quantization) not in built:
-            checkpoint = root / variant
-            if not checkpoint.exists():
-                make_checkpoint(variant, checkpoint)
-            bundle = root / f"{variant}-{quantization}"
-            build_bundle(BuildOptions(checkpoint=checkpoint, out=bundle, quantization=quantization, context_window=512,
-                                      prefill_chunk=64), log=lambda *a, **k: None)
-            built[variant, quantization] = checkpoint, bundle
-        return built[variant, quantization]
-    return get
 
 
 def chat_in_chromium(bundle, backend, steps):
@@ -50,8 +29,8 @@ def streamed_text(chunks):
 
 @pytest.mark.parametrize("backend", ["webgpu", "wasm"])
 @pytest.mark.parametrize("variant", ["llama3-tiny", "mistral-tiny"])
-def test_engine_in_chromium_matches_transformers(variant, backend, bundles, capsys):
-    checkpoint, bundle = bundles(variant, "q0f32")
+def test_engine_in_chromium_matches_transformers(variant, backend, tiny_bundle, capsys):
+    checkpoint, bundle = tiny_bundle(variant, "q0f32")
     text, completion_tokens, finish, prompt_tokens = reference_reply(checkpoint, bundle, TURN1)
     greedy = {"temperature": 0, "max_tokens": NEW_TOKENS}
     first, second = chat_in_chromium(bundle, backend, [
@@ -73,8 +52,8 @@ def test_engine_in_chromium_matches_transformers(variant, backend, bundles, caps
 
 
 @pytest.mark.parametrize("backend", ["webgpu", "wasm"])
-def test_q4_runs_and_streams_in_chromium(backend, bundles):
-    _, bundle = bundles("llama3-tiny", "q4f32_1")
+def test_q4_runs_and_streams_in_chromium(backend, tiny_bundle):
+    _, bundle = tiny_bundle("llama3-tiny", "q4f32_1")
     greedy = {"messages": TURN1, "temperature": 0, "max_tokens": 16}
     whole, streamed = chat_in_chromium(bundle, backend, [
         {"api": "chat", "request": greedy, "reset": True},

@@ -12,10 +12,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from compiler import toolchain
-from compiler.build import BuildOptions, build_bundle
 from compiler.kiln_config import CONFIG_FILE
 from compiler.serve import StaticServer
-from compiler.synthetic import make_checkpoint
 
 RUNNER = toolchain.REPO_ROOT / "runtime_web" / "harness" / "node_chat.mjs"
 KILN_MJS = toolchain.REPO_ROOT / "runtime_web" / "dist" / "kiln.mjs"
@@ -29,14 +27,6 @@ def run_engine(bundle, steps):
                               input=json.dumps(steps), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
-
-
-def make_bundle(tmp_path, variant, quantization):
-    checkpoint = make_checkpoint(variant, tmp_path / variant)
-    bundle = tmp_path / f"bundle-{quantization}"
-    build_bundle(BuildOptions(checkpoint=checkpoint, out=bundle, quantization=quantization, targets=("wasm",),
-                              context_window=512, prefill_chunk=64), log=lambda *a, **k: None)
-    return checkpoint, bundle
 
 
 def reference_reply(checkpoint, bundle, messages):
@@ -55,8 +45,8 @@ def reference_reply(checkpoint, bundle, messages):
 
 
 @pytest.mark.parametrize("variant", ["llama3-tiny", "mistral-tiny"])
-def test_greedy_chat_streaming_and_reuse(variant, tmp_path, capsys):
-    checkpoint, bundle = make_bundle(tmp_path, variant, "q0f32")
+def test_greedy_chat_streaming_and_reuse(variant, tiny_bundle, capsys):
+    checkpoint, bundle = tiny_bundle(variant, "q0f32")
     text, completion_tokens, finish, prompt_tokens = reference_reply(checkpoint, bundle, TURN1)
     greedy = {"temperature": 0, "max_tokens": NEW_TOKENS}
     turn2 = TURN1 + [{"role": "assistant", "content": "A hot oven."}, {"role": "user", "content": "For what?"}]
@@ -89,8 +79,8 @@ def test_greedy_chat_streaming_and_reuse(variant, tmp_path, capsys):
               f"{usage['extra']['prefill_tokens']} prefilled; decode {first['usage']['extra']['decode_tokens_per_s']:.0f} tok/s")
 
 
-def test_q4_streams_aborts_queues_and_errors_name_the_field(tmp_path):
-    _, bundle = make_bundle(tmp_path, "llama3-tiny", "q4f32_1")
+def test_q4_streams_aborts_queues_and_errors_name_the_field(tiny_bundle):
+    _, bundle = tiny_bundle("llama3-tiny", "q4f32_1")
     greedy = {"messages": TURN1, "temperature": 0, "max_tokens": 24}
     long_prompt = "kiln " * 600
     out = run_engine(bundle, [

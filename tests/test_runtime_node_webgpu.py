@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 
 from compiler import toolchain
-from compiler.build import BuildOptions, build_bundle
 from compiler.serve import StaticServer
-from compiler.synthetic import make_checkpoint
 from test_runtime_engine import KILN_MJS, NEW_TOKENS, RUNNER, TURN1, reference_reply
 
 # Debian's chromium package ships SwiftShader, a Vulkan driver on the CPU, with this manifest.
@@ -27,13 +25,9 @@ GREEDY = {"temperature": 0, "max_tokens": NEW_TOKENS}
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_bundle):
     """A llama3-tiny q0f32 bundle with both kernel libraries, and transformers' reply to TURN1."""
-    root = tmp_path_factory.mktemp("node-webgpu")
-    checkpoint = make_checkpoint("llama3-tiny", root / "llama3-tiny")
-    bundle = root / "bundle"
-    build_bundle(BuildOptions(checkpoint=checkpoint, out=bundle, quantization="q0f32", targets=("webgpu", "wasm"),
-                              context_window=512, prefill_chunk=64), log=lambda *a, **k: None)
+    checkpoint, bundle = tiny_bundle("llama3-tiny", "q0f32")
     return bundle, reference_reply(checkpoint, bundle, TURN1)
 
 

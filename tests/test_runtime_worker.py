@@ -13,10 +13,8 @@ import time
 import pytest
 
 from compiler import toolchain
-from compiler.build import BuildOptions, build_bundle
 from compiler.kiln_config import CONFIG_FILE
 from compiler.run_library import HARNESS_DIR, call_in_chromium
-from compiler.synthetic import make_checkpoint
 
 TURN1 = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is a kiln?"}]
 TURN2 = TURN1 + [{"role": "assistant", "content": "A hot oven."}, {"role": "user", "content": "For what?"}]
@@ -25,13 +23,8 @@ LONG = 400  # tokens the aborted stream would run to: far more than an abort tak
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("worker")
-    checkpoint = make_checkpoint("llama3-tiny", root / "llama3-tiny")
-    out = root / "llama3-tiny-q0f32"
-    build_bundle(BuildOptions(checkpoint=checkpoint, out=out, quantization="q0f32", targets=("wasm", "webgpu"),
-                              context_window=512, prefill_chunk=64), log=lambda *a, **k: None)
-    return out
+def bundle(tiny_bundle):
+    return tiny_bundle("llama3-tiny", "q0f32")[1]
 
 
 def steps_for(bundle, backend):
