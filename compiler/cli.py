@@ -73,17 +73,23 @@ def cmd_site(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_site(site: Path, host: str, port: int) -> int:
-    from .errors import BundleError
+def listen(site: Path, host: str, port: int):
+    """A server for `site` bound to host:port (not serving yet), or a clear error if the port is taken."""
     from .serve import StaticServer
+
+    try:
+        return StaticServer({"/": site}, host=host, port=port)
+    except OSError as err:
+        raise KilnError(f"cannot listen on {host}:{port} ({err.strerror}); pass --port with a free port.") from None
+
+
+def serve_site(site: Path, server) -> int:
+    from .errors import BundleError
     from .site import MODELS_FILE
 
     if not (site / "index.html").is_file() or not (site / MODELS_FILE).is_file():
+        server.httpd.server_close()
         raise BundleError(f"{site} is not a kiln site (no index.html and {MODELS_FILE}); build one with `kiln site BUNDLE --out {site}`.")
-    try:
-        server = StaticServer({"/": site}, host=host, port=port)
-    except OSError as err:
-        raise KilnError(f"cannot listen on {host}:{port} ({err.strerror}); pass --port with a free port.") from None
     print(f"serving {site} at {server.url}/  (Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()
@@ -93,18 +99,22 @@ def serve_site(site: Path, host: str, port: int) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return serve_site(Path(args.site), args.host, args.port)
+    site = Path(args.site)
+    return serve_site(site, listen(site, args.host, args.port))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import prepare_demo
+    from .demo import demo_site_dir, prepare_demo
 
-    site = prepare_demo(Path(args.dir) if args.dir else None)
-    if args.no_serve:
+    work = Path(args.dir) if args.dir else None
+    # Take the port first: a busy port should fail now, not after a minute of compiling.
+    server = None if args.no_serve else listen(demo_site_dir(work), args.host, args.port)
+    site = prepare_demo(work)
+    if server is None:
         print(f"site ready in {site}")
         return 0
     print("[3/3] serving the demo: open the URL below in a browser with WebGPU (or any browser: WASM)")
-    return serve_site(site, args.host, args.port)
+    return serve_site(site, server)
 
 
 def main(argv: list[str] | None = None) -> int:

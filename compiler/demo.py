@@ -18,13 +18,23 @@ VARIANT = "llama3-tiny"
 QUANTIZATION = "q4f32_1"
 
 
+def demo_work_dir(work: Path | None = None) -> Path:
+    """The demo's work folder: `work`, or demo/ in kiln's cache."""
+    return Path(work) if work else toolchain.cache_root() / "demo"
+
+
+def demo_site_dir(work: Path | None = None) -> Path:
+    """Where prepare_demo(work) writes the site."""
+    return demo_work_dir(work) / "site"
+
+
 def prepare_demo(work: Path | None = None, log=print) -> Path:
     """Make (or reuse) the demo bundle and (re)build the site; return the site folder."""
     from .build import BuildOptions, build_bundle
     from .site import build_site
     from .synthetic import make_checkpoint
 
-    work = Path(work) if work else toolchain.cache_root() / "demo"
+    work = demo_work_dir(work)
     key = toolchain.compiler_sources_key(f"{VARIANT}/{QUANTIZATION}")
     bundle = work / f"bundle-{key}" / f"kiln-demo-{VARIANT}-{QUANTIZATION}"
     if bundle.is_dir():
@@ -37,7 +47,7 @@ def prepare_demo(work: Path | None = None, log=print) -> Path:
         checkpoint = make_checkpoint(VARIANT, work / "checkpoint" / VARIANT)
         build_bundle(BuildOptions(checkpoint=checkpoint, out=bundle, quantization=QUANTIZATION, force=True))
         log(f"      built {bundle} in {time.monotonic() - started:.0f} s")
-    site = work / "site"
+    site = demo_site_dir(work)
     log("[2/3] building the site ...")
     build_site([bundle], site, force=True, log=lambda msg: log("    " + msg))
     return site

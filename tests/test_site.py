@@ -102,6 +102,12 @@ def test_serve_gives_mime_types(bundle, tmp_path):
         second = subprocess.run([sys.executable, "-m", "compiler.cli", "serve", str(site), "--port", str(port)],
                                 capture_output=True, text=True, timeout=60)
         assert second.returncode == 1 and second.stderr.startswith("error[kiln]:") and "--port" in second.stderr
+        # `kiln demo` takes its port before it compiles anything, so a busy port fails at once.
+        work = tmp_path / "demo"
+        demo = subprocess.run([sys.executable, "-m", "compiler.cli", "demo", "--dir", str(work), "--port", str(port)],
+                              capture_output=True, text=True, timeout=60)
+        assert demo.returncode == 1 and demo.stderr.startswith("error[kiln]:") and "--port" in demo.stderr
+        assert not work.exists()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
