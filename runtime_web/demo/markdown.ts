@@ -25,7 +25,8 @@ const BULLET = /^ {0,3}[-*+]\s+(.*)$/;
 const ORDERED = /^ {0,3}(\d{1,9})[.)]\s+(.*)$/;
 const QUOTE = /^ {0,3}>\s?(.*)$/;
 
-/** Splits text into blocks. Pure: no DOM, so node:test can check it. */
+/** Splits text into blocks. Pure: no DOM, so node:test checks it; the rendering is checked in
+ * Chromium (tests/test_demo_site.py). */
 export function parseBlocks(text: string): Block[] {
   const lines = text.replace(/\r\n?/g, "\n").split("\n");
   const blocks: Block[] = [];
@@ -177,14 +178,7 @@ function findClose(text: string, from: number, marker: string): number {
   return -1;
 }
 
-/** The DOM subset the renderer uses, so tests can pass a fake document. */
-export interface MiniDocument {
-  createElement(tag: string): any; // eslint-disable-line @typescript-eslint/no-explicit-any
-  createTextNode(text: string): any; // eslint-disable-line @typescript-eslint/no-explicit-any
-  createDocumentFragment(): any; // eslint-disable-line @typescript-eslint/no-explicit-any
-}
-
-function renderInline(doc: MiniDocument, parent: { appendChild(n: unknown): unknown }, nodes: Inline[]): void {
+function renderInline(doc: Document, parent: Node, nodes: Inline[]): void {
   for (const node of nodes) {
     if (node.type === "text") parent.appendChild(doc.createTextNode(node.text));
     else if (node.type === "br") parent.appendChild(doc.createElement("br"));
@@ -200,9 +194,9 @@ function renderInline(doc: MiniDocument, parent: { appendChild(n: unknown): unkn
   }
 }
 
-function renderBlocks(doc: MiniDocument, parent: { appendChild(n: unknown): unknown }, blocks: Block[]): void {
+function renderBlocks(doc: Document, parent: Node, blocks: Block[]): void {
   for (const block of blocks) {
-    let el;
+    let el: HTMLElement;
     switch (block.type) {
       case "p":
         el = doc.createElement("p");
@@ -223,7 +217,7 @@ function renderBlocks(doc: MiniDocument, parent: { appendChild(n: unknown): unkn
       }
       case "list":
         el = doc.createElement(block.ordered ? "ol" : "ul");
-        if (block.ordered && block.start !== 1) el.start = block.start;
+        if (block.ordered && block.start !== 1) (el as HTMLOListElement).start = block.start;
         for (const item of block.items) {
           const li = doc.createElement("li");
           renderInline(doc, li, parseInline(item));
@@ -240,7 +234,7 @@ function renderBlocks(doc: MiniDocument, parent: { appendChild(n: unknown): unkn
 }
 
 /** Model text -> a DocumentFragment of p/h3-h6/pre/code/ul/ol/li/blockquote/strong/em/br and text. */
-export function renderMarkdown(text: string, doc: MiniDocument = document): DocumentFragment {
+export function renderMarkdown(text: string, doc: Document = document): DocumentFragment {
   const fragment = doc.createDocumentFragment();
   renderBlocks(doc, fragment, parseBlocks(text));
   return fragment;
