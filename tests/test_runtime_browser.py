@@ -1,7 +1,9 @@
 """kiln's engine in headless Chromium, on WebGPU (SwiftShader) and on the WASM backend: for the
 Llama-3-style and Mistral-style checkpoints at q0f32 the greedy reply to a chat prompt equals
 transformers' greedy `generate` (32 tokens, cut at a stop token) and a follow-up turn prefills only
-its new tokens; a q4f32_1 bundle runs and streams the same text it returns without streaming."""
+its new tokens; a q4f32_1 bundle runs and streams the same text it returns without streaming; a
+q4f16_1 bundle on an adapter without shader-f16 is refused on WebGPU (naming q4f32_1) and runs on
+WASM under "auto"."""
 
 from __future__ import annotations
 
@@ -14,12 +16,17 @@ from test_runtime_engine import NEW_TOKENS, TURN1, reference_reply
 TURN2 = TURN1 + [{"role": "assistant", "content": "A hot oven."}, {"role": "user", "content": "For what?"}]
 
 
-def chat_in_chromium(bundle, backend, steps):
+def run_in_page(bundle, backend, steps):
+    """{backend, results} of `steps` on one engine, or {error} if createEngine refused."""
     mounts = {"/": HARNESS_DIR, "/kiln/": toolchain.REPO_ROOT / "runtime_web" / "dist", "/bundle/": bundle}
-    out = call_in_chromium(mounts, "engine.html", "window.kilnReady === true",
-                           "([url, backend, steps]) => window.kilnChat(url, backend, steps)",
-                           ["/bundle/", backend, steps], timeout_s=600)
-    assert out["backend"] == backend
+    return call_in_chromium(mounts, "engine.html", "window.kilnReady === true",
+                            "([url, backend, steps]) => window.kilnChat(url, backend, steps)",
+                            ["/bundle/", backend, steps], timeout_s=600)
+
+
+def chat_in_chromium(bundle, backend, steps):
+    out = run_in_page(bundle, backend, steps)
+    assert out.get("backend") == backend, out
     return out["results"]
 
 
@@ -66,3 +73,16 @@ def test_q4_runs_and_streams_in_chromium(backend, tiny_bundle):
     assert chunks[-1]["usage"]["completion_tokens"] == whole["usage"]["completion_tokens"]
     # The reset between the two requests means the stream prefilled its whole prompt again.
     assert chunks[-1]["usage"]["extra"]["prefill_tokens"] == chunks[-1]["usage"]["prompt_tokens"]
+
+
+def test_f16_bundle_without_shader_f16_names_the_f32_variant_and_auto_uses_wasm(tiny_bundle):
+    # SwiftShader's WebGPU adapter has no shader-f16, which a q4f16_1 bundle's WebGPU kernels need.
+    _, bundle = tiny_bundle("llama3-tiny", "q4f16_1")
+    request = {"messages": TURN1, "temperature": 0, "max_tokens": 8}
+    refused = run_in_page(bundle, "webgpu", [{"api": "chat", "request": request}])["error"]
+    assert refused["code"] == "webgpu_feature_missing", refused
+    assert "shader-f16" in refused["message"] and "--quantization q4f32_1" in refused["message"], refused
+    out = run_in_page(bundle, "auto", [{"api": "chat", "request": request}])
+    assert out.get("backend") == "wasm", out
+    (reply,) = out["results"]
+    assert reply["usage"]["completion_tokens"] >= 1 and reply["choices"][0]["message"]["content"]

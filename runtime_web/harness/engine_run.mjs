@@ -3,8 +3,14 @@
 import { createEngine } from "/kiln/kiln.mjs";
 import { runSteps } from "./run_steps.mjs";
 
+// A createEngine refusal comes back as { error: { name, code, message } }.
 window.kilnChat = async (bundleUrl, backend, steps) => {
-  const engine = await createEngine(bundleUrl, { backend, cache: "none" });
+  let engine;
+  try {
+    engine = await createEngine(bundleUrl, { backend, cache: "none" });
+  } catch (err) {
+    return { error: { name: err.name, code: err.code, message: err.message } };
+  }
   const results = await runSteps(engine, steps);
   const backendUsed = engine.backend;
   engine.unload();
