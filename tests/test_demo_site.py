@@ -130,6 +130,14 @@ def test_demo_site_chat_stop_offline_and_privacy(site):
     try:
         with playwright_api.sync_playwright() as pw:
             browser = launch_chromium(pw)
+            # Opened as a file, the app cannot start (modules and service workers need a server): the
+            # page's static hint says how to open it instead.
+            as_file = browser.new_page()
+            as_file.goto((site / "index.html").as_uri())
+            expect(as_file.locator("#boot-hint")).to_contain_text("kiln serve SITE_DIR")
+            as_file.wait_for_timeout(500)
+            expect(as_file.locator("#boot-hint")).to_be_visible()
+            as_file.close()
             context = browser.new_context(viewport={"width": 1200, "height": 820})
             # The context sees the page's, its worker's and (in Chromium) the service worker's requests.
             context.on("request", lambda r: requests.append((r.url, "service worker" if r.service_worker else "page")))
@@ -140,6 +148,7 @@ def test_demo_site_chat_stop_offline_and_privacy(site):
             # -- first visit: pick the model, load it ------------------------------------------------
             page.goto(origin + "/")
             expect(page.locator("#model-select option")).to_have_count(1)
+            expect(page.locator("#boot-hint")).to_be_hidden()
             expect(page.locator("#model-info")).to_contain_text("WebGPU or WASM")
             expect(page.locator("#demo-warning")).to_be_visible()
             expect(page.locator("#demo-warning")).to_contain_text("random weights")

@@ -429,6 +429,7 @@ ui.clearConfirm.addEventListener("click", () => {
 });
 window.addEventListener("unhandledrejection", (e) => showError(errorText(e.reason)));
 
+byId("boot-hint").hidden = true; // the script runs: the page is served properly
 showSettings();
 chat.showEmpty(EMPTY_TEXT);
 updateControls();
