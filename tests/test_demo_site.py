@@ -106,8 +106,8 @@ def set_max_tokens(page, n):
 
 
 def load_model(page):
-    # WebGPU (SwiftShader) decodes the tiny model at about 20 tokens/s: slow enough to stop a reply
-    # mid-way. (WASM decodes it at about 1000 tokens/s.)
+    # WebGPU (SwiftShader) decodes the tiny model at about 90 tokens/s: slow enough to stop a long
+    # reply mid-way. (WASM decodes it several times faster.)
     expect = playwright_api.expect
     page.select_option("#model-select", MODEL_ID)
     page.select_option("#backend-select", "webgpu")
@@ -154,7 +154,7 @@ def test_demo_site_chat_stop_offline_and_privacy(site):
             expect(page.locator("#demo-warning")).to_contain_text("random weights")
             page.click("#settings-toggle")
             page.fill("#temperature", "0")
-            page.fill("#max-tokens", "400")  # 20 s of decoding: the stream is caught mid-way
+            page.fill("#max-tokens", "400")  # seconds of decoding: the stream is caught mid-way
             page.click("#settings-close")
             # Cancel a load while the weights are still downloading, then load for real.
             server.shard_delay_s = 5.0
