@@ -119,12 +119,13 @@ def build_site(bundles: list[Path], out: Path, *, force: bool = False,
         shutil.copytree(dist / "demo", site, dirs_exist_ok=True)
         for name in RUNTIME_FILES:
             shutil.copyfile(dist / name, site / name)
+        entries = []
         for model in models:
             target = site / "models" / model.id
             target.mkdir(parents=True)
             for name in model.files:
                 _link_or_copy(model.folder / name, target / name)
-            log(f"  {model.id}: {len(model.files)} files, {model.manifest_entry()['bytes'] / 2**20:.1f} MiB")
-        entries = [m.manifest_entry() for m in models]
+            entries.append(model.manifest_entry())
+            log(f"  {model.id}: {len(model.files)} files, {entries[-1]['bytes'] / 2**20:.1f} MiB")
         (site / MODELS_FILE).write_text(json.dumps({"models": entries}, indent=2))
     return entries
