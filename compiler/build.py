@@ -1,5 +1,5 @@
-"""`kiln build`: a Hugging Face checkpoint folder -> a web bundle (kernels for WebGPU and WASM,
-weight shards, tokenizer, kiln-config.json and mlc-chat-config.json).
+"""`kiln build`: a Hugging Face checkpoint folder or a GGUF file -> a web bundle (kernels for WebGPU
+and WASM, weight shards, tokenizer, kiln-config.json and mlc-chat-config.json).
 
 The bundle is assembled in a hidden sibling folder and renamed into place only when complete, so a
 failure never leaves a half-written bundle and never destroys the previous one.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import json
 import resource
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +96,7 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
         plain = build_model_module(family, cfg, get_quantization("q0f32"), make_target("wasm"), with_sampling=False, **sizes)
         model = build_model_module(family, cfg, quant, make_target("wasm"), with_sampling=False, **sizes)
         logical_shapes = {p["name"]: p["shape"] for p in plain.params}
-        total = sum(ckpt_bytes(ckpt))
+        total = ckpt.weight_bytes()
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"weights → {quant.name}", leave=True) as bar:
             cache = convert_weights(ckpt, model.params, logical_shapes, quant, staging,
                                     on_tensor=lambda name, nbytes: bar.update(nbytes))
@@ -117,8 +116,7 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
         from .mlc_config import mlc_chat_config
 
         step = time.monotonic()
-        for name in ckpt.tokenizer_files:
-            shutil.copyfile(ckpt.folder / name, staging / name)
+        ckpt.write_tokenizer_files(staging)
         kiln_config = make_kiln_config(ckpt, quant, libraries=libraries, tensor_cache=cache, **sizes)
         (staging / CONFIG_FILE).write_text(json.dumps(kiln_config, indent=2))
         mlc = mlc_chat_config(
@@ -126,7 +124,7 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
             prefill_chunk=prefill, sliding_window=cache_window(cfg), generation_config=ckpt.generation_config,
             tokenizer_config={**ckpt.tokenizer_config, "chat_template": ckpt.chat_template},
             tokenizer_files=list(ckpt.tokenizer_files),
-            tokenizer_json=json.loads((ckpt.folder / "tokenizer.json").read_text()),
+            tokenizer_json=json.loads((staging / "tokenizer.json").read_text()),
             # A template that prints today's date gets the build date: WebLLM cannot call a clock.
             today=datetime.date.today(),
         )
@@ -139,6 +137,3 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
     report.finished("total", started)
     return report
 
-
-def ckpt_bytes(ckpt: Checkpoint):
-    return (f.stat().st_size for f in ckpt.folder.glob("*.safetensors"))

@@ -1,9 +1,11 @@
 """The Hugging Face checkpoint folder a user already has: its JSON files, its model family and the
-tokenizer files that travel into the bundle. Tensors are read lazily (safetensors_stream)."""
+tokenizer files that travel into the bundle. Tensors are read lazily (safetensors_stream).
+A GGUF file is read into the same Checkpoint interface by gguf_checkpoint."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 from model_defs.registry import Family, family_for
 
 from .errors import CheckpointError
+from .safetensors_stream import CheckpointTensors
 
 # Files copied into the bundle when present; tokenizer.json is required.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -18,7 +21,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 @dataclass
 class Checkpoint:
-    folder: Path
+    folder: Path  # the checkpoint folder (for a GGUF checkpoint, the .gguf file)
     hf_config: dict[str, Any]
     generation_config: dict[str, Any]
     tokenizer_config: dict[str, Any]
@@ -36,6 +39,20 @@ class Checkpoint:
             template = named.get("default")
         return template
 
+    # What a build reads beyond the JSON above; gguf_checkpoint.GGUFCheckpoint reads the same from one file.
+    def open_tensors(self) -> CheckpointTensors:
+        """The weights, readable one tensor at a time by Hugging Face name."""
+        return CheckpointTensors(self.folder)
+
+    def weight_bytes(self) -> int:
+        """Bytes of weight files a build reads (the progress bar's total)."""
+        return sum(f.stat().st_size for f in self.folder.glob("*.safetensors"))
+
+    def write_tokenizer_files(self, dest: Path) -> None:
+        """Put `tokenizer_files` into the folder `dest`."""
+        for name in self.tokenizer_files:
+            shutil.copyfile(self.folder / name, dest / name)
+
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
@@ -45,10 +62,16 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def load_checkpoint(folder: str | Path) -> Checkpoint:
+    """A Hugging Face checkpoint folder, or a GGUF file (any other file is refused as not GGUF)."""
     folder = Path(folder)
+    if folder.is_file():
+        from .gguf_checkpoint import load_gguf_checkpoint
+
+        return load_gguf_checkpoint(folder)
     if not folder.is_dir():
         raise CheckpointError(
-            f"checkpoint folder {folder} does not exist; pass the folder that holds config.json and the *.safetensors files."
+            f"checkpoint folder {folder} does not exist; pass the folder that holds config.json and the *.safetensors "
+            "files, or a .gguf file."
         )
     config_path = folder / "config.json"
     if not config_path.is_file():

@@ -38,8 +38,8 @@ def check_sources(ckpt: Checkpoint, tensors: CheckpointTensors, logical_shapes: 
         for part in parts:
             if part not in tensors:
                 raise CheckpointError(
-                    f"the checkpoint lacks tensor {part}; its safetensors files are incomplete or belong to "
-                    f"another model than its config.json describes."
+                    f"the checkpoint lacks tensor {part}; its weight files are incomplete or belong to "
+                    f"another model than its config describes."
                 )
             shape = list(tensors.shape(part))
             if shape[1:] != want[1:] or len(shape) != len(want):
@@ -65,7 +65,7 @@ def convert_weights(
 ) -> dict[str, Any]:
     """Write tensor-cache.json and params_shard_*.bin for `params` (from the model module) into
     `out_dir`; returns the tensor cache index. `on_tensor` reports progress."""
-    tensors = CheckpointTensors(ckpt.folder)
+    tensors = ckpt.open_tensors()
     check_sources(ckpt, tensors, logical_shapes)
     sources = ckpt.family.weight_sources(ckpt.model_config)
     pending_scales: dict[str, np.ndarray] = {}
