@@ -70,8 +70,8 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
         return load_gguf_checkpoint(folder)
     if not folder.is_dir():
         raise CheckpointError(
-            f"checkpoint folder {folder} does not exist; pass the folder that holds config.json and the *.safetensors "
-            "files, or a .gguf file."
+            f"checkpoint {folder} does not exist; pass a Hugging Face checkpoint folder (config.json, *.safetensors, "
+            "tokenizer.json) or a .gguf file."
         )
     config_path = folder / "config.json"
     if not config_path.is_file():
