@@ -28,6 +28,7 @@ class Checkpoint:
     family: Family
     model_config: Any  # the family's config dataclass
     tokenizer_files: list[str] = field(default_factory=list)
+    license: str | None = None  # as the checkpoint states it (model card, GGUF metadata), e.g. apache-2.0
 
     @property
     def chat_template(self) -> str | None:
@@ -96,4 +97,21 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
         family=family,
         model_config=model_config,
         tokenizer_files=[name for name in TOKENIZER_FILES if (folder / name).is_file()],
+        license=model_card_license(folder / "README.md"),
     )
+
+
+def model_card_license(readme: Path) -> str | None:
+    """The `license:` field of a Hugging Face model card's YAML front matter, if there is one."""
+    if not readme.is_file():
+        return None
+    lines = readme.read_text(errors="replace").splitlines()
+    if not lines or lines[0].strip() != "---":
+        return None
+    for line in lines[1:]:
+        if line.strip() == "---":
+            break
+        key, _, value = line.partition(":")
+        if key == "license" and value.strip():
+            return value.strip().strip("'\"")
+    return None

@@ -77,6 +77,7 @@ def load_gguf_checkpoint(path: str | Path) -> GGUFCheckpoint:
         family=family,
         model_config=model_config,
         tokenizer_files=list(texts),
+        license=metadata.get("general.license"),
         reader=reader,
         tokenizer_texts=texts,
     )

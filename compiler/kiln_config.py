@@ -79,6 +79,8 @@ def make_kiln_config(ckpt: Checkpoint, quant: Quantization, *, context_window: i
         "params": {"count": meta["ParamSize"], "bytes": meta["ParamBytes"],
                    "bits_per_param": round(meta["BitsPerParam"], 4)},
     }
+    if ckpt.license:
+        config["license"] = ckpt.license
     if ckpt.hf_config.get(SYNTHETIC_MARK):
         config["synthetic"] = True
     validate(config)

@@ -49,6 +49,7 @@ class SiteModel:
             "context_window": self.config["context_window_size"],
             "params": self.config["params"]["count"],
             "demo": bool(self.config.get("synthetic", False)),
+            "license": self.config.get("license"),
         }
 
 

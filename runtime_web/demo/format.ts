@@ -11,6 +11,7 @@ export interface SiteModel {
   context_window: number;
   params: number;
   demo: boolean;
+  license: string | null;  // the checkpoint's license, when it names one
 }
 
 export interface ProgressEvent {
@@ -74,7 +75,7 @@ export function formatParams(count: number): string {
 /** The line under the picker: "8.1 MB · q4f32_1 · 115K params · runs on WebGPU or WASM · 512-token context". */
 export function describeModel(model: SiteModel): string {
   return [formatMB(model.bytes), model.quantization, formatParams(model.params), `runs on ${backendNeeds(model)}`,
-          `${model.context_window}-token context`].join(" · ");
+          `${model.context_window}-token context`, ...(model.license ? [`license ${model.license}`] : [])].join(" · ");
 }
 
 export function backendLabel(backend: string): string {
