@@ -6,7 +6,9 @@ tokenizer files and tensors that the rest of `kiln build` consumes, derived from
     tensors (blk.N.attn_q, ...)  -> GGUFTensors under Hugging Face names (gguf_stream)
 
 kiln reads GGUF files of the llama architecture (Llama 1/2/3, TinyLlama, SmolLM, and Mistral
-files, which llama.cpp also labels llama).
+files, which llama.cpp also labels llama: kiln builds those without a sliding window, where
+transformers gives a file named "mistral" a 4096-token one; both agree within kiln's default
+context of at most 4096 tokens).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class GGUFCheckpoint(Checkpoint):
         cfg = self.model_config
         sources = self.family.weight_sources(cfg)
         hf_names = sorted({name for parts in sources.values() for name in parts})
+        # model_type is the GGUF architecture name (hf_config_from_gguf sets it so).
         names = hf_to_gguf_names(self.hf_config["model_type"], cfg.num_hidden_layers, hf_names)
         # llama.cpp permutes q with the query head count and k with the key/value head count.
         heads = {"q_proj": cfg.num_attention_heads, "k_proj": cfg.num_key_value_heads}
@@ -50,7 +53,8 @@ class GGUFCheckpoint(Checkpoint):
         return GGUFTensors(self.reader, names, rotary)
 
     def weight_bytes(self) -> int:
-        return sum(int(t.n_bytes) for t in self.reader.tensors)
+        tensors = self.open_tensors()  # the tensors a build reads (not e.g. rope_freqs)
+        return sum(tensors.nbytes(name) for name in tensors.names())
 
     def write_tokenizer_files(self, dest: Path) -> None:
         for name in self.tokenizer_files:

@@ -88,20 +88,54 @@ def _encoded(rng: np.random.Generator, shape, type_name: str):
     return raw.reshape(shape[0], -1), qtype
 
 
-def write_tiny_gguf(path, *, arch: str = "llama", types: dict[str, str] | None = None, seed: int = 0):
-    """A tiny llama GGUF as llama.cpp lays one out, with the llama2-tiny synthetic tokenizer (a
-    byte-level BPE whose specials come first, that adds BOS) and an [INST] chat template."""
-    import gguf
-
-    from compiler.synthetic import LLAMA2_CHAT, VARIANTS, make_tokenizer
+def _byte_level_vocab() -> dict:
+    """The llama2-tiny synthetic tokenizer (a byte-level BPE whose specials come first, that adds
+    BOS) as GGUF tokenizer metadata: llama.cpp's `gpt2` tokenizer model."""
+    from compiler.synthetic import VARIANTS, make_tokenizer
 
     backend = json.loads(make_tokenizer(VARIANTS["llama2-tiny"]).backend_tokenizer.to_str())
     vocab = backend["model"]["vocab"]
     tokens = sorted(vocab, key=vocab.get)
     assert [vocab[t] for t in tokens] == list(range(len(tokens)))
     special = {t["content"] for t in backend["added_tokens"] if t["special"]}
-    ids = {t: vocab[t] for t in special}
+    return {"model": "gpt2", "tokens": tokens, "types": [3 if t in special else 1 for t in tokens],  # 3: control
+            "merges": [" ".join(pair) for pair in backend["model"]["merges"]], "add_bos": True}
 
+
+def _sentencepiece_vocab() -> dict:
+    """A sentencepiece-style vocabulary as Llama 2, TinyLlama and Mistral files carry it (`llama`
+    tokenizer model): <unk> <s> </s>, 256 byte-fallback tokens, then "▁"-prefixed pieces
+    ranked by score, no merges (transformers derives them), BOS added by default."""
+    from tokenizers import SentencePieceBPETokenizer
+
+    from compiler.synthetic import corpus
+
+    trained = SentencePieceBPETokenizer()
+    trained.train_from_iterator(corpus(), vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
+                                show_progress=False)
+    vocab = trained.get_vocab()
+    pieces = [t for t in sorted(vocab, key=vocab.get) if t not in ("<unk>", "<s>", "</s>")]
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    return {"model": "llama", "tokens": ["<unk>", "<s>", "</s>", *byte_tokens, *pieces],
+            # 2: unknown, 3: control, 6: byte, 1: normal
+            "types": [2, 3, 3] + [6] * len(byte_tokens) + [1] * len(pieces),
+            "scores": [0.0] * (3 + len(byte_tokens)) + [-float(i) for i in range(len(pieces))]}
+
+
+VOCABS = {"byte_level": _byte_level_vocab, "sentencepiece": _sentencepiece_vocab}
+
+
+def write_tiny_gguf(path, *, arch: str = "llama", types: dict[str, str] | None = None, vocab: str = "byte_level",
+                    seed: int = 0):
+    """A tiny llama GGUF as llama.cpp lays one out (random weights of TINY_TYPES, or `types` where
+    given), with an [INST] chat template and the tokenizer `vocab` names (VOCABS)."""
+    import gguf
+
+    from compiler.synthetic import LLAMA2_CHAT
+
+    tokenizer = VOCABS[vocab]()
+    tokens = tokenizer["tokens"]
+    ids = {t: i for i, t in enumerate(tokens)}
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name("kiln tiny test model")
     writer.add_block_count(TINY["layers"])
@@ -114,16 +148,20 @@ def write_tiny_gguf(path, *, arch: str = "llama", types: dict[str, str] | None =
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_freq_base(10000.0)
     writer.add_vocab_size(len(tokens))
-    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_model(tokenizer["model"])
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
-    writer.add_token_types([3 if t in special else 1 for t in tokens])  # 3: control, 1: normal
-    writer.add_token_merges([" ".join(pair) for pair in backend["model"]["merges"]])
+    writer.add_token_types(tokenizer["types"])
+    if "merges" in tokenizer:
+        writer.add_token_merges(tokenizer["merges"])
+    if "scores" in tokenizer:
+        writer.add_token_scores(tokenizer["scores"])
     writer.add_unk_token_id(ids["<unk>"])
     writer.add_bos_token_id(ids[LLAMA2_CHAT.bos])
     writer.add_eos_token_id(ids[LLAMA2_CHAT.eos])
     writer.add_pad_token_id(ids[LLAMA2_CHAT.pad])
-    writer.add_add_bos_token(True)
+    if "add_bos" in tokenizer:
+        writer.add_add_bos_token(tokenizer["add_bos"])
     writer.add_chat_template(LLAMA2_CHAT.template)
     rng = np.random.default_rng(seed)
     for name, shape in _tensor_shapes(len(tokens)).items():
@@ -139,6 +177,11 @@ def write_tiny_gguf(path, *, arch: str = "llama", types: dict[str, str] | None =
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory):
     return write_tiny_gguf(tmp_path_factory.mktemp("tiny_gguf") / "tiny-llama.gguf")
+
+
+@pytest.fixture(scope="module")
+def tiny_sentencepiece_gguf(tmp_path_factory):
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny_sp_gguf") / "tiny-sentencepiece.gguf", vocab="sentencepiece")
 
 
 @pytest.fixture(scope="module", params=["smollm2", "tiny"])
@@ -206,14 +249,16 @@ def js_encode(jobs: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------------- tests
 
 
-def test_tokenizer_ids_equal_transformers(smollm2_gguf, tiny_gguf, tmp_path, capsys):
-    """kiln's JS tokenizer on the GGUF-derived tokenizer.json == AutoTokenizer(gguf_file=) ids."""
+def test_tokenizer_ids_equal_transformers(smollm2_gguf, tiny_gguf, tiny_sentencepiece_gguf, tmp_path, capsys):
+    """kiln's JS tokenizer on the GGUF-derived tokenizer.json == AutoTokenizer(gguf_file=) ids, for
+    SmolLM2's byte-level BPE and for tiny byte-level and sentencepiece vocabularies that add BOS."""
     from transformers import AutoTokenizer
 
+    files = (smollm2_gguf, tiny_gguf, tiny_sentencepiece_gguf)
     texts = varied_texts(TOKENIZER_TEXTS)
     assert len(set(texts)) > 0.95 * len(texts)
     jobs, expected = [], []
-    for gguf_path in (smollm2_gguf, tiny_gguf):
+    for gguf_path in files:
         out = tmp_path / gguf_path.stem
         out.mkdir()
         load_checkpoint(gguf_path).write_tokenizer_files(out)
@@ -221,17 +266,19 @@ def test_tokenizer_ids_equal_transformers(smollm2_gguf, tiny_gguf, tmp_path, cap
         jobs.append({"tokenizer_json": str(out / "tokenizer.json"),
                      "tokenizer_config": str(out / "tokenizer_config.json"), "texts": texts})
         expected.append({"ids": [reference.encode(t) for t in texts],
-                         "ids_no_special": [reference.encode(t, add_special_tokens=False) for t in texts]})
+                         "ids_no_special": [reference.encode(t, add_special_tokens=False) for t in texts],
+                         "bos": reference.bos_token_id})
     results = js_encode(jobs)
-    for gguf_path, got, want in zip((smollm2_gguf, tiny_gguf), results, expected):
+    for gguf_path, got, want in zip(files, results, expected):
         for key in ("ids", "ids_no_special"):
             wrong = [(t, g, w) for t, g, w in zip(texts, got[key], want[key]) if g != w]
             assert not wrong, f"{gguf_path.name} {key}: {len(wrong)} texts differ, first: {wrong[0]}"
-    tiny_bos = expected[1]["ids"][0][0]
-    assert all(ids[:1] == [tiny_bos] for ids in expected[1]["ids"])  # the tiny tokenizer adds BOS
+    for want in expected[1:]:  # the tiny tokenizers add BOS
+        assert all(ids[:1] == [want["bos"]] for ids in want["ids"])
     with capsys.disabled():
         tokens = sum(len(ids) for ids in expected[0]["ids"])
-        print(f"\n[gguf tokenizer] {len(texts)} texts ({tokens} SmolLM2 tokens): JS ids == transformers' for both files")
+        print(f"\n[gguf tokenizer] {len(texts)} texts ({tokens} SmolLM2 tokens): JS ids == transformers' "
+              f"for {', '.join(f.name for f in files)}")
 
 
 def test_tensors_equal_transformers_weights(gguf_file):
