@@ -64,7 +64,7 @@ def read_metadata(reader) -> dict[str, Any]:
     """The file's key-value metadata as Python values (arrays as lists, strings decoded)."""
     try:
         return {key: field.contents() for key, field in reader.fields.items() if not key.startswith("GGUF.")}
-    except (*_PARSE_ERRORS, UnicodeDecodeError) as err:
+    except _PARSE_ERRORS as err:  # UnicodeDecodeError included: it is a ValueError
         raise CheckpointError(f"the GGUF file's metadata cannot be read ({err}); the file is corrupt: "
                               "download it again.") from None
 

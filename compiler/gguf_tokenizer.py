@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import UnsupportedError
+from .errors import CheckpointError, UnsupportedError
 
 # Special token name -> the GGUF metadata key of its id.
 SPECIAL_TOKEN_IDS = {"bos_token": "tokenizer.ggml.bos_token_id", "eos_token": "tokenizer.ggml.eos_token_id",
@@ -38,6 +38,9 @@ def _transformers_inputs(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict
         config.setdefault("add_bos_token", True)
     for name, key in SPECIAL_TOKEN_IDS.items():
         token_id = metadata.get(key)
+        if token_id is not None and not 0 <= token_id < len(tokenizer["tokens"]):
+            raise CheckpointError(f"the GGUF file's {key} is {token_id}, outside its {len(tokenizer['tokens'])}-token "
+                                  "vocabulary; the file is corrupt: download or convert it again.")
         config[name] = tokenizer["tokens"][token_id] if token_id is not None else None
     return tokenizer, config
 

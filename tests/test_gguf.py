@@ -180,6 +180,19 @@ def tiny_gguf(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def loaded():
+    """loaded(path) -> kiln's Checkpoint of a GGUF file, read once per module (SmolLM2's takes seconds)."""
+    cache = {}
+
+    def get(path):
+        if path not in cache:
+            cache[path] = load_checkpoint(path)
+        return cache[path]
+
+    return get
+
+
+@pytest.fixture(scope="module")
 def tiny_sentencepiece_gguf(tmp_path_factory):
     return write_tiny_gguf(tmp_path_factory.mktemp("tiny_sp_gguf") / "tiny-sentencepiece.gguf", vocab="sentencepiece")
 
@@ -249,7 +262,7 @@ def js_encode(jobs: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------------- tests
 
 
-def test_tokenizer_ids_equal_transformers(smollm2_gguf, tiny_gguf, tiny_sentencepiece_gguf, tmp_path, capsys):
+def test_tokenizer_ids_equal_transformers(smollm2_gguf, tiny_gguf, tiny_sentencepiece_gguf, loaded, tmp_path, capsys):
     """kiln's JS tokenizer on the GGUF-derived tokenizer.json == AutoTokenizer(gguf_file=) ids, for
     SmolLM2's byte-level BPE and for tiny byte-level and sentencepiece vocabularies that add BOS."""
     from transformers import AutoTokenizer
@@ -261,7 +274,7 @@ def test_tokenizer_ids_equal_transformers(smollm2_gguf, tiny_gguf, tiny_sentence
     for gguf_path in files:
         out = tmp_path / gguf_path.stem
         out.mkdir()
-        load_checkpoint(gguf_path).write_tokenizer_files(out)
+        loaded(gguf_path).write_tokenizer_files(out)
         reference = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         jobs.append({"tokenizer_json": str(out / "tokenizer.json"),
                      "tokenizer_config": str(out / "tokenizer_config.json"), "texts": texts})
@@ -281,14 +294,14 @@ def test_tokenizer_ids_equal_transformers(smollm2_gguf, tiny_gguf, tiny_sentence
               f"for {', '.join(f.name for f in files)}")
 
 
-def test_tensors_equal_transformers_weights(gguf_file):
+def test_tensors_equal_transformers_weights(gguf_file, loaded):
     """Every tensor kiln reads (dequantized, q/k un-permuted) equals transformers' float32 weight."""
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
     state = model.state_dict()
-    ckpt = load_checkpoint(gguf_file)
+    ckpt = loaded(gguf_file)
     tensors = ckpt.open_tensors()
     needed = {name for parts in ckpt.family.weight_sources(ckpt.model_config).values() for name in parts}
     assert set(tensors.names()) == needed
@@ -299,10 +312,10 @@ def test_tensors_equal_transformers_weights(gguf_file):
         assert read_types == set(SUPPORTED_TYPES)
 
 
-def test_config_equals_transformers(gguf_file):
+def test_config_equals_transformers(gguf_file, loaded):
     from transformers import AutoConfig
 
-    ckpt = load_checkpoint(gguf_file)
+    ckpt = loaded(gguf_file)
     reference = AutoConfig.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name).to_dict()
     assert ckpt.model_config == LlamaConfig.from_hf(reference)
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
