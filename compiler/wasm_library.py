@@ -8,13 +8,14 @@ wasm *object* files and linked with emcc against the runtime objects prebuilt by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
 from pathlib import Path
 
 from . import toolchain
-from .errors import KilnError
+from .errors import InternalCompilerError, KilnError, describe_exception
 
 WASM_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
 TARGETS = {
@@ -67,6 +68,29 @@ def link_wasm(output: str | os.PathLike, objects: list[str], options=None) -> No
 link_wasm.object_format = "o"  # read by tvm's export_library: save modules as wasm objects
 
 
+@contextlib.contextmanager
+def _passes_tracked():
+    """Run the body in a copy of the current PassContext that also keeps the stack of running
+    passes; the list it yields ends with the innermost pass of a failure (TVM's errors do not say)."""
+    import tvm
+
+    running: list[str] = []
+
+    @tvm.instrument.pass_instrument
+    class Track:
+        def run_before_pass(self, _mod, info):
+            running.append(info.name)
+
+        def run_after_pass(self, _mod, _info):
+            running.pop()
+
+    outer = tvm.transform.PassContext.current()
+    with tvm.transform.PassContext(opt_level=outer.opt_level, required_pass=list(outer.required_pass),
+                                   disabled_pass=list(outer.disabled_pass), config=dict(outer.config),
+                                   instruments=[*outer.instruments, Track()]):
+        yield running
+
+
 def build_wasm_library(mod, target: str, out: str | os.PathLike) -> Path:
     """Compile `mod` for `target` ("webgpu" or "wasm") and write the linked library to `out`.
 
@@ -83,7 +107,14 @@ def build_wasm_library(mod, target: str, out: str | os.PathLike) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # TVM's stock pipeline for the target, with kiln's kernel scheduling (compiler/schedules.py).
-    executable = relax.build(mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target))
+    with _passes_tracked() as running:
+        try:
+            executable = relax.build(mod, target=tvm_target, relax_pipeline=relax_pipeline(tvm_target))
+        except KilnError:
+            raise
+        except Exception as err:
+            stage = f"TVM pass {running[-1]}" if running else "TVM's relax.build"
+            raise InternalCompilerError(describe_exception(err), target=target, stage=stage) from err
     partial = out.with_name(f".{out.name}.partial")
     try:
         executable.export_library(str(partial), fcompile=link_wasm)

@@ -1,5 +1,5 @@
-"""Bad input to `kiln build`: one clear sentence with a stable code, a non-zero exit, and nothing
-left behind (no output folder, no hidden staging folder)."""
+"""Bad input to `kiln build`, and failures inside the compiler: one clear sentence with a stable
+code, a non-zero exit, and nothing left behind (no output folder, no hidden staging folder)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from compiler import toolchain
+from compiler.cli import main
+from compiler.errors import REPORT_HINT
 from compiler.synthetic import make_checkpoint
 
 
@@ -119,3 +121,54 @@ def test_output_exists_without_force(tmp_path, good_checkpoint):
     proc = kiln_build(good_checkpoint, out)
     assert_clean_failure(proc, out, "output-exists", "--force")
     assert (out / "keep.txt").read_text() == "user data"
+
+
+# --- compiler-internal failures: one line naming model, target and TVM pass; traceback with --verbose
+
+# The genuine TVM failure of issue 9: without kiln's Let inlining, TVM's CSE breaks llama3 RoPE on WebGPU.
+WITHOUT_LET_INLINING = (
+    "import sys; from compiler import schedules; stock = schedules.legalize_and_schedule; "
+    "schedules.legalize_and_schedule = lambda t: [p for p in stock(t) if p is not schedules.inline_let_exprs]; "
+    "from compiler.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+@pytest.fixture(scope="module")
+def llama3_checkpoint(tmp_path_factory):
+    return make_checkpoint("llama3-tiny", tmp_path_factory.mktemp("llama3") / "llama3-tiny")
+
+
+def kiln_build_patched(patch, checkpoint, out, *extra):
+    cmd = [sys.executable, "-c", patch, "build", str(checkpoint), "--out", str(out), "--quantization", "q4f32_1",
+           "--targets", "webgpu", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=toolchain.REPO_ROOT, timeout=600)
+
+
+def test_tvm_failure_is_one_internal_error_line(tmp_path, llama3_checkpoint):
+    out = tmp_path / "bundle"
+    proc = kiln_build_patched(WITHOUT_LET_INLINING, llama3_checkpoint, out)
+    assert_clean_failure(proc, out, "internal", "LlamaForCausalLM", "for webgpu", "TVM pass tirx.SplitHostDevice",
+                         "has been used before definition", "report", "--verbose")
+    assert not out.exists()
+
+
+def test_verbose_adds_the_traceback(tmp_path, llama3_checkpoint):
+    out = tmp_path / "bundle"
+    proc = kiln_build_patched(WITHOUT_LET_INLINING, llama3_checkpoint, out, "--verbose")
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "relax.build" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error[internal]: compiling LlamaForCausalLM for webgpu")
+
+
+def test_unexpected_exception_is_one_internal_error_line(tmp_path, good_checkpoint, monkeypatch, capsys):
+    import compiler.model_module
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(compiler.model_module, "build_model_module", broken)
+    out = tmp_path / "bundle"
+    assert main(["build", str(good_checkpoint), "--out", str(out), "--quantization", "q0f32"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error[internal]: compiling LlamaForCausalLM failed (RuntimeError: boom); {REPORT_HINT}."]
+    assert not out.exists() and not list(tmp_path.glob(".bundle.*"))
