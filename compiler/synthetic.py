@@ -151,7 +151,10 @@ CHATML_CHAT = ChatFormat(
 
 # --- variants -----------------------------------------------------------------------------
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16, hidden_act="silu")
+# Real head sizes (64 here, 128 for mistral-tiny, as Llama 3.2 1B and Mistral 7B have) around a
+# small hidden size: kernels are specialised per head size, and 16 hid a WebGPU failure (see
+# compiler/schedules.py, inline_let_exprs).
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=64, hidden_act="silu")
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,7 @@ VARIANTS: dict[str, Variant] = {
         architecture="llama",
         config=dict(TINY, vocab_size=640, num_attention_heads=4, num_key_value_heads=2,
                     max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True,
-                    # original_max_position_embeddings 64 with head_dim 16 puts rotary pairs in all
+                    # original_max_position_embeddings 64 with head_dim 64 puts rotary pairs in all
                     # three llama3 regimes: kept (wavelength < 16), blended, and divided by factor.
                     rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
                                          low_freq_factor=1.0, high_freq_factor=4.0,
@@ -203,9 +206,9 @@ VARIANTS: dict[str, Variant] = {
         chat=LLAMA3_CHAT, tokenizer_vocab=640, dtype="bfloat16", max_shard_size="100KB",
         legacy_config=True),
     "mistral-tiny": Variant(
-        description="Mistral shape: GQA 4/2, sliding window 16, [INST] chat, float16",
+        description="Mistral shape: GQA 4/2, head_dim 128, sliding window 16, [INST] chat, float16",
         architecture="mistral",
-        config=dict(TINY, vocab_size=512, num_attention_heads=4, num_key_value_heads=2,
+        config=dict(TINY, head_dim=128, vocab_size=512, num_attention_heads=4, num_key_value_heads=2,
                     max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False,
                     sliding_window=16, rope_parameters=dict(rope_type="default", rope_theta=10000.0)),
         chat=MISTRAL_CHAT, tokenizer_vocab=512, dtype="float16"),
@@ -388,6 +391,16 @@ def _match_published_files(spec: Variant, out_dir: Path) -> None:
         weights.chmod(0o644)  # save_pretrained makes them owner-only; downloads are not
 
 
+def _token_ids(chat: ChatFormat, tokenizer) -> dict:
+    """config.json's token id fields for `chat`'s tokenizer."""
+    stop_ids = tokenizer.convert_tokens_to_ids(list(chat.stop_tokens))
+    return dict(
+        # Qwen2's tokenizer has no bos, but its configs name <|endoftext|> (its pad) as bos.
+        bos_token_id=tokenizer.convert_tokens_to_ids(chat.bos or chat.pad),
+        eos_token_id=stop_ids[0] if len(stop_ids) == 1 else stop_ids,
+        pad_token_id=tokenizer.convert_tokens_to_ids(chat.pad))
+
+
 def make_config(variant: str):
     """(transformers config, tokenizer) of `variant`; the config's token ids are the tokenizer's."""
     if variant not in VARIANTS:
@@ -395,24 +408,43 @@ def make_config(variant: str):
     spec = VARIANTS[variant]
     tokenizer = make_tokenizer(spec)
     assert len(tokenizer) <= spec.config["vocab_size"], (len(tokenizer), spec.config["vocab_size"])
-    stop_ids = tokenizer.convert_tokens_to_ids(list(spec.chat.stop_tokens))
-    config = _model_classes(spec.architecture)[0](
-        **spec.config,
-        # Qwen2's tokenizer has no bos, but its configs name <|endoftext|> (its pad) as bos.
-        bos_token_id=tokenizer.convert_tokens_to_ids(spec.chat.bos or spec.chat.pad),
-        eos_token_id=stop_ids[0] if len(stop_ids) == 1 else stop_ids,
-        pad_token_id=tokenizer.convert_tokens_to_ids(spec.chat.pad))
+    config = _model_classes(spec.architecture)[0](**spec.config, **_token_ids(spec.chat, tokenizer))
     return config, tokenizer
 
 
 def make_checkpoint(variant: str, out_dir: Path, *, seed: int = 0) -> Path:
     """Write the Hugging Face checkpoint folder of `variant` into out_dir and return out_dir."""
+    config, tokenizer = make_config(variant)
+    return _write_checkpoint(VARIANTS[variant], config, tokenizer, Path(out_dir), seed)
+
+
+CHAT_FORMATS = {chat.name: chat for chat in (LLAMA2_CHAT, LLAMA3_CHAT, MISTRAL_CHAT, CHATML_CHAT)}
+
+
+def make_checkpoint_from_config(config_json: dict, out_dir: Path, *, chat: str, tokenizer_vocab: int | None = None,
+                                seed: int = 0) -> Path:
+    """A checkpoint whose config.json is `config_json` (say a published one with fewer layers):
+    written back field for field, except the token ids, which name `chat`'s tokens in a tokenizer
+    trained here (`tokenizer_vocab` ids, at most vocab_size). Random weights in its torch_dtype."""
+    architecture = config_json["model_type"]
+    spec = Variant(
+        description=f"a published {architecture} config", architecture=architecture, config=config_json,
+        chat=CHAT_FORMATS[chat], tokenizer_vocab=tokenizer_vocab or config_json["vocab_size"],
+        dtype=config_json.get("torch_dtype") or config_json.get("dtype") or "float32",
+        pretokenizer="qwen2" if architecture == "qwen2" else "gpt2")
+    tokenizer = make_tokenizer(spec)
+    assert len(tokenizer) <= config_json["vocab_size"], (len(tokenizer), config_json["vocab_size"])
+    ids = _token_ids(spec.chat, tokenizer)
+    config = _model_classes(architecture)[0].from_dict({**config_json, **ids})
+    out_dir = _write_checkpoint(spec, config, tokenizer, Path(out_dir), seed)
+    published = {**config_json, **{k: v for k, v in ids.items() if k in config_json}, SYNTHETIC_MARK: True}
+    (out_dir / "config.json").write_text(json.dumps(published, indent=2, sort_keys=True) + "\n")
+    return out_dir
+
+
+def _write_checkpoint(spec: Variant, config, tokenizer, out_dir: Path, seed: int) -> Path:
     import torch
     from transformers import GenerationConfig
-
-    config, tokenizer = make_config(variant)
-    spec = VARIANTS[variant]
-    out_dir = Path(out_dir)
 
     torch.manual_seed(seed)
     # Marked in config.json so that bundles and the demo site can say the weights are random.
