@@ -180,9 +180,11 @@ def inline_let_exprs(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     TVM 0.27's TIR CSE (tirx.CommonSubexprElim) does not count the expressions inside a Let's body,
     yet replaces them there too: an index shared with a Let body but otherwise seen only in one
     branch gets its binding in that branch and is used, undefined, in the other ("cse_vN has been
-    used before definition"). nn.llm's RoPE wraps its frequencies in Lets; llama3 scaling nests two,
-    and its WebGPU fused_rope and batch_tree_attn kernels hit this at head sizes 32 to 128. Without
-    Lets, CSE sees every occurrence (tests/test_llama3_rope.py).
+    used before definition"). nn.llm's llama3 RoPE nests two Lets, which puts the position index in
+    a body; every Llama 3.1/3.2 shape then failed in the WebGPU attention kernels (batch_prefill_*,
+    batch_tree_attn; fused_rope at some sizes). Without Lets CSE sees every occurrence. Only the
+    kernels that had Lets change (7 of 43, same outputs; tests/test_llama3_rope.py), where turning
+    CSE off for the whole WebGPU build would change 38 of them.
     """
     updates = {gv: _inline_lets(func) for gv, func in mod.functions_items() if isinstance(func, tirx.PrimFunc)}
     for gv, func in updates.items():

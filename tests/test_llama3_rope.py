@@ -15,7 +15,7 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.relax.frontend.nn.llm.position_embedding import llama_rope_with_position_map
 
-from compiler import schedules
+from compiler import schedules, wasm_library
 from compiler.model_module import build_model_module
 from compiler.quantize import get_quantization
 from compiler.run_library import run_in_chromium, run_in_node
@@ -119,8 +119,10 @@ def transformers_rope(qkv: np.ndarray, positions: np.ndarray, head_dim: int) -> 
 
 
 @pytest.mark.parametrize("target", ["webgpu", "wasm"])
-def test_llama3_rope_kernel_matches_transformers(target, tmp_path, capsys):
+def test_llama3_rope_kernel_matches_transformers(target, tmp_path, capsys, monkeypatch):
     head_dims = (64, 128)
+    # -O1: binaryen's -O2 link takes most of a minute and leaves the kernels as they are.
+    monkeypatch.setattr(wasm_library, "LINK_FLAGS", ["-O1" if f == "-O2" else f for f in wasm_library.LINK_FLAGS])
     library = build_wasm_library(rope_module(head_dims), target, tmp_path / f"rope_{target}.wasm")
     run, device = (run_in_chromium, "webgpu") if target == "webgpu" else (run_in_node, "cpu")
     rng = np.random.default_rng(3)
@@ -132,9 +134,11 @@ def test_llama3_rope_kernel_matches_transformers(target, tmp_path, capsys):
         got = [output_array(out) for out in result["outputs"]]
         want = transformers_rope(qkv, positions, d)
         diff = max(np.abs(g - w).max() for g, w in zip(got, want))
+        near = max(np.abs(g - w)[positions <= 500].max() for g, w in zip(got, want))
         with capsys.disabled():
-            print(f"\n[llama3 RoPE {target} head_dim {d}] positions up to {positions.max()}: max|kiln - transformers| "
-                  f"{diff:.1e}")
+            print(f"\n[llama3 RoPE {target} head_dim {d}] max|kiln - transformers| {near:.1e} at positions <= 500, "
+                  f"{diff:.1e} up to {positions.max()}")
         np.testing.assert_array_equal(got[2], want[2].astype("float32"))  # v passes through
-        # float32 angles near position 8200 carry ~1e-3 rad of rounding in either implementation
-        assert diff <= 5e-3
+        # WebGPU's cos and sin may err by 2^-11 (SwiftShader does, from position 1 on); far positions
+        # add the rounding of float32 angles of ~8000 rad on either target.
+        assert near <= (2e-3 if target == "webgpu" else 1e-4) and diff <= 5e-3
