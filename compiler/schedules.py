@@ -115,13 +115,17 @@ class LinearRule:
 def default_tiles(m_static: int | None, n: int, k: int) -> LinearTiles:
     """Tiles measured on SwiftShader (scripts/bench_runtime.py --kernels), kept GPU-shaped: 32
     threads (one warp) per workgroup, no barriers. Decode (one token): each thread takes up to 8
-    rows, as many as leave at least 8 workgroups to spread over the cores. Prefill: 8 tokens x 2
-    rows per thread, 16 accumulators, reusing each dequantized weight for 8 tokens."""
+    rows, as many as leave at least 8 workgroups to spread over the cores. Prefill: 1 token x 2
+    rows per thread. (8 tokens per thread reused each dequantized weight 8 times, but the token
+    split is unpredicated, as WebGPU needs constant local sizes: a tile past the last token wrote
+    beyond the tensor, and where the pooled buffer ended there WebGPU's robustness clamped those
+    writes onto the last element, at random: one-call prefills of 4, 12, 20... tokens went wrong
+    on SwiftShader.)"""
     threads = 32
     if m_static is not None and m_static <= 2:
         per_thread = next((p for p in (8, 4, 2) if n // (threads * p) >= 8), 1)
         return LinearTiles(rows=threads, per_thread=per_thread, tokens=m_static)
-    return LinearTiles(rows=threads, per_thread=2, tokens=8)
+    return LinearTiles(rows=threads, per_thread=2, tokens=1)
 
 
 def _kiln_rules(target) -> list[tuple[str, object]]:
@@ -192,6 +196,64 @@ def inline_let_exprs(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return mod
 
 
+def _merge_state_kernel(dtype: str, symbol: str) -> tirx.PrimFunc:
+    """kiln's attention-state merge (V, S) <- merge((V, S), (V_other, S_other)), S in log2 units.
+
+    nn.llm's merge_state_inplace has every lane of a head read S and then store the merged S, with
+    no barrier between: a lane that reads after another has stored scales with the merged value.
+    GPUs that run a head's lanes in lockstep hide that; SwiftShader does not, and every prefill
+    onto cached tokens (attention over the cache merged with attention over the new tokens) gave
+    wrong outputs on WebGPU. Here a workgroup of 32 lanes takes one head of one token: all lanes
+    read S, a barrier follows, and one lane stores it."""
+    from tvm.script import tirx as T
+
+    lanes = 32
+
+    @T.prim_func(s_tir=True)
+    def merge(v: T.handle, s: T.handle, v_other: T.handle, s_other: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "global_symbol": symbol})
+        n, h, d = T.int32(), T.int32(), T.int32()
+        V = T.match_buffer(v, (n, h, d), dtype)
+        S = T.match_buffer(s, (n, h), "float32")
+        V2 = T.match_buffer(v_other, (n, h, d), dtype)
+        S2 = T.match_buffer(s_other, (n, h), "float32")
+        for bx in T.thread_binding(n, thread="blockIdx.x"):
+            for by in T.thread_binding(h, thread="blockIdx.y"):
+                for tx in T.thread_binding(lanes, thread="threadIdx.x"):
+                    with T.sblock("merge"):
+                        a = T.sblock_alloc_buffer((4,), "float32", scope="local")
+                        a[0] = S[bx, by]
+                        a[1] = S2[bx, by]
+                        a[2] = T.max(a[0], a[1])
+                        a[0] = T.exp2(a[0] - a[2])
+                        a[1] = T.exp2(a[1] - a[2])
+                        a[3] = a[0] + a[1]
+                        for i in T.serial((d + lanes - 1) // lanes):
+                            if i * lanes + tx < d:
+                                V[bx, by, i * lanes + tx] = T.Cast(dtype, (
+                                    T.Cast("float32", V[bx, by, i * lanes + tx]) * a[0]
+                                    + T.Cast("float32", V2[bx, by, i * lanes + tx]) * a[1]) / a[3])
+                        T.tvm_storage_sync("shared")
+                        if tx == 0:
+                            S[bx, by] = T.log2(a[3]) + a[2]
+
+    return merge
+
+
+@tvm.transform.module_pass(opt_level=0, name="kiln.RaceFreeMergeState")
+def race_free_merge_state(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Replace nn.llm's GPU attention-state merge kernels by kiln's (see _merge_state_kernel)."""
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None or "gpu" not in target.keys:
+        return mod
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, tirx.PrimFunc) and gv.name_hint.startswith("tir_attention_merge_state"):
+            # H and D are symbolic in nn.llm's kernel; only V's dtype is needed (from its script).
+            dtype = "float16" if '"D"), "float16")' in func.script() else "float32"
+            mod[gv] = _merge_state_kernel(dtype, gv.name_hint)
+    return mod
+
+
 def _backend(target):
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.relax.backend.gpu_generic import pipeline as gpu
@@ -207,6 +269,7 @@ def legalize_and_schedule(target) -> list:
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
+        race_free_merge_state,
         schedule_kernels,
         inline_let_exprs,
     ]

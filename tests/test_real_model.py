@@ -8,7 +8,8 @@ the GGUF file and compared with transformers loading the same file (`gguf_file=`
   the first position where they differ is where the two greedy replies part. That is reported.
 - WASM and WebGPU run the same bundle's two kernel libraries: their top-1 tokens over the same
   teacher-forced positions agree at >= 99 % of them (the figure is printed).
-- A prompt prefilled in two calls predicts what it does in one (xfail on WebGPU: a known bug).
+- A prompt prefilled in two calls predicts what it does in one (on WebGPU this needs kiln's
+  race-free attention-state merge, compiler/schedules.py race_free_merge_state).
 - q4f32_1 answers "What is the capital of France?" with a reply that mentions Paris, on both
   backends (the demo site's test asks it too).
 - Perplexity on a fixed English text (tests/data/english_prose.txt, ~2,000 tokens) with the same
@@ -134,13 +135,7 @@ def test_q0f32_greedy_equals_transformers(backend, forced, reference, capsys):
     assert not parted, parted
 
 
-@pytest.mark.parametrize("backend", [
-    "wasm",
-    pytest.param("webgpu", marks=pytest.mark.xfail(strict=True, reason=(
-        "known bug: on WebGPU a multi-token prefill onto tokens already in the KV cache (a chat's second "
-        "turn, a prompt longer than one prefill chunk) gives wrong logits; a prompt prefilled in one call "
-        "is right"))),
-])
+@pytest.mark.parametrize("backend", ["wasm", "webgpu"])
 def test_prefill_onto_cached_tokens_equals_one_call(backend, forced, reference):
     """The prompt in two prefill calls (the last 8 tokens onto the cached rest) predicts what it does in one."""
     _, _, jobs = reference
