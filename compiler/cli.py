@@ -96,7 +96,7 @@ def listen(site: Path, host: str, port: int):
     from .serve import StaticServer
 
     try:
-        return StaticServer({"/": site}, host=host, port=port)
+        return StaticServer({"/": site}, host=host, port=port, site_headers=True)
     except OSError as err:
         raise KilnError(f"cannot listen on {host}:{port} ({err.strerror}); pass --port with a free port.") from None
 

@@ -5,6 +5,7 @@ that any static host can serve (relative URLs only).
     SITE/kiln.mjs, SITE/kiln-worker.mjs             the runtime (runtime_web/dist/)
     SITE/models.json                                what the app's model picker lists
     SITE/models/<id>/                               each bundle, as `kiln build` wrote it
+    SITE/_headers                                   the security headers, for Netlify / Cloudflare Pages
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Callable
 
 import jsonschema
 
-from . import toolchain
+from . import site_headers, toolchain
 from .errors import BundleError, ToolchainError
 from .kiln_config import CONFIG_FILE, validate
 from .staging import check_output, staged_folder
@@ -27,6 +28,8 @@ from .staging import check_output, staged_folder
 DIST = toolchain.REPO_ROOT / "runtime_web" / "dist"
 RUNTIME_FILES = ("kiln.mjs", "kiln-worker.mjs")
 MODELS_FILE = "models.json"
+# Where the demo page takes the <meta> form of the site's security policy.
+META_MARKER = re.compile(r"<!-- kiln:security-meta.*?-->")
 
 
 @dataclass
@@ -102,13 +105,21 @@ def runtime_dist() -> Path:
     return DIST
 
 
+def _write_page(src: Path, dst: Path) -> None:
+    page, found = META_MARKER.subn(site_headers.meta_tags(), src.read_text(), count=1)
+    if not found:
+        raise ToolchainError(f"{src} lacks the kiln:security-meta marker, so the web runtime build is out of date; {toolchain.SETUP_HINT}.")
+    dst.write_text(page)
+
+
 def build_site(bundles: list[Path], out: Path, *, force: bool = False,
                log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Write the site folder and return its models.json entries."""
     if not bundles:
         raise BundleError("no bundle given; pass one or more folders written by `kiln build`.")
     out = Path(out)
-    check_output(out, force)
+    check_output(out, force, inputs=[Path(b) for b in bundles], input_kind="bundle", marker=MODELS_FILE,
+                 what="site folder")
     taken: set[str] = set()
     models = []
     for folder in map(Path, bundles):
@@ -118,6 +129,10 @@ def build_site(bundles: list[Path], out: Path, *, force: bool = False,
 
     with staged_folder(out) as site:
         shutil.copytree(dist / "demo", site, dirs_exist_ok=True)
+        _write_page(dist / "demo" / "index.html", site / "index.html")
+        # Hosts that read a _headers file send the policy as HTTP headers, which (unlike the <meta>
+        # tags) also cover the Web Worker and set nosniff and frame-ancestors.
+        (site / site_headers.HEADERS_FILE).write_text(site_headers.headers_file())
         for name in RUNTIME_FILES:
             shutil.copyfile(dist / name, site / name)
         entries = []

@@ -57,7 +57,7 @@ class RecordingServer(StaticServer):
     back for `shard_delay_s` seconds (a slow network, to cancel a load in the middle)."""
 
     def __init__(self, mounts):
-        super().__init__(mounts)
+        super().__init__(mounts, site_headers=True)  # the security headers `kiln demo` serves the site with
         self.paths: list[str] = []
         self.shard_delay_s = 0.0
         base = self.httpd.RequestHandlerClass

@@ -15,6 +15,7 @@ import urllib.request
 
 import pytest
 
+from compiler import site_headers
 from compiler.build import BuildOptions, build_bundle
 from compiler.cli import main
 from compiler.synthetic import make_checkpoint
@@ -51,6 +52,10 @@ def test_site_holds_runtime_app_and_bundles(bundle, tmp_path, capsys):
     urls = re.findall(r'(?:src|href)="([^"]*)"', html)
     # (data: URLs fetch nothing: the empty icon spares the browser a favicon request.)
     assert urls and all(not re.match(r"^(/|[a-z]+:)", u) or u.startswith("data:") for u in urls), urls
+    # The security policy of site_headers.py: as a _headers file for hosts that read one, and as
+    # <meta> tags in the page for hosts that set no headers.
+    assert (site / "_headers").read_text() == site_headers.headers_file()
+    assert site_headers.meta_tags() in html and "kiln:security-meta" not in html
 
 
 def test_site_errors(bundle, tmp_path, capsys):
