@@ -38,7 +38,10 @@ WRITE_CHUNK = 64 * 1024
 def request_path(target: str) -> str | None:
     """The request target reduced to path and query, or None if it is not a sane path: not absolute,
     not UTF-8 once percent-decoded, a control character (NUL...) in it, or a `..` segment."""
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host in an absolute-form target
+        return None
     if parts.scheme or parts.netloc:  # absolute-form, as sent to proxies: keep only path and query
         target = parts.path + (f"?{parts.query}" if parts.query else "")
     path = urlsplit(target).path
