@@ -42,6 +42,13 @@
 //   are not put in the store; they go through the browser's HTTP cache.
 // - A fetch or HTTP failure is LoadError "fetch_failed" (not retried: a second openBundle reuses the
 //   shards already stored). `signal` aborts everything in flight: LoadError "aborted".
+// - A response that sends nothing (no headers, or no body bytes) for `stallTimeoutMs` (default 30 s)
+//   is cancelled: LoadError "timeout". Servers and networks that stall leave no other sign; browsers
+//   would wait forever. As for fetch_failed, a second openBundle reuses the shards already stored.
+// - Every file a bundle names (shards, libraries, tokenizer files) must resolve to a URL under the
+//   bundle's base URL: same scheme, host and port, below its path, no "." or ".." segment (also
+//   percent-encoded) and no backslash. Anything else is LoadError "bad_bundle" before any fetch: a
+//   bundle cannot make the page fetch from another origin or from elsewhere on its own origin.
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
@@ -75,6 +82,7 @@ export type LoadErrorCode =
   | "bad_bundle"         // a bundle file is missing a field, malformed, or not what it should be
   | "bad_url"            // the bundle URL cannot be resolved
   | "bad_option"         // an invalid openBundle option
+  | "timeout"            // a download received nothing for stallTimeoutMs
   | "aborted";           // the signal aborted
 
 export class LoadError extends Error {
@@ -109,7 +117,14 @@ export interface OpenBundleOptions {
    * with a store: shards are then read back from the store (and verified again) by shardBytes.
    */
   holdShards?: boolean;
+  /**
+   * A request that receives nothing (headers or body bytes) for this many milliseconds is cancelled
+   * with LoadError "timeout". Default 30000; Infinity disables it.
+   */
+  stallTimeoutMs?: number;
 }
+
+export const DEFAULT_STALL_TIMEOUT_MS = 30_000;
 
 export interface LoadedBundle {
   /** The bundle's base URL, absolute, ending in "/". */
@@ -319,6 +334,42 @@ class Meter {
   }
 }
 
+/** Percent-decoding that never throws (a malformed escape stays as it is). */
+function decodeLoosely(text: string): string {
+  return text.replace(/(%[0-9a-fA-F]{2})+/g, (run) => {
+    try {
+      return decodeURIComponent(run);
+    } catch {
+      return run;
+    }
+  });
+}
+
+/**
+ * The absolute URL of `path`, a file a bundle config names, resolved against the bundle's base URL;
+ * LoadError "bad_bundle" when it does not stay inside the bundle folder.
+ */
+export function bundleFileUrl(base: URL, path: string, file: string, field: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(path, base);
+  } catch {
+    url = undefined;
+  }
+  const inside = url !== undefined && url.protocol === base.protocol && url.host === base.host
+    && url.username === base.username && url.password === base.password
+    && url.pathname.startsWith(base.pathname) && url.pathname.length > base.pathname.length;
+  // "." and ".." are resolved by the URL parser, but a server may still decode %2F or a backslash
+  // into a separator of its own, so such names are refused too.
+  const rest = inside ? decodeLoosely(url!.pathname.slice(base.pathname.length)) : "";
+  if (!inside || rest.split(/[/\\]/).some((seg) => seg === "." || seg === "..") || rest.includes("\\")) {
+    const where = url ? `resolves to ${url.href}, ` : "is not a valid URL, ";
+    fail(file, `${field} ${JSON.stringify(path)} ${where}outside the bundle folder ${base.href} (a bundle may only name files inside its own folder)`);
+  }
+  url!.hash = "";
+  return url!.href;
+}
+
 function resolveBase(bundleUrl: string): URL {
   let url: URL;
   try {
@@ -340,6 +391,7 @@ function fail(file: string, what: string): never {
 }
 
 const isInt = (v: unknown) => Number.isInteger(v);
+const INT32_MAX = 2 ** 31 - 1;
 const isObject = (v: unknown) => v !== null && typeof v === "object" && !Array.isArray(v);
 
 function validateConfig(config: any): void {
@@ -356,8 +408,9 @@ function validateConfig(config: any): void {
     if (!ok(v)) fail(file, `field ${path} must be ${what}, got ${JSON.stringify(v)}`);
   };
   need("quantization", (v) => typeof v === "string", "a string");
-  need("context_window_size", (v) => isInt(v) && v > 0, "a positive integer");
-  need("prefill_chunk_size", (v) => isInt(v) && v > 0, "a positive integer");
+  // The runtime passes these to the kernels as int32: a larger value would wrap around.
+  need("context_window_size", (v) => isInt(v) && v > 0 && v <= INT32_MAX, "a positive integer below 2^31");
+  need("prefill_chunk_size", (v) => isInt(v) && v > 0 && v <= INT32_MAX, "a positive integer below 2^31");
   need("sliding_window_size", isInt, "an integer (-1 for none)");
   need("model_config.vocab_size", (v) => isInt(v) && v > 0, "a positive integer");
   need("model_config.hidden_size", (v) => isInt(v) && v > 0, "a positive integer");
@@ -412,21 +465,59 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
   if (!isInt(concurrency) || concurrency < 1) {
     throw new LoadError("bad_option", `concurrency must be a positive integer, got ${JSON.stringify(opts.concurrency)}`);
   }
+  const stallMs = opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
+  if (typeof stallMs !== "number" || !(stallMs > 0)) {
+    throw new LoadError("bad_option", `stallTimeoutMs must be a positive number of milliseconds (Infinity disables it), got ${JSON.stringify(opts.stallTimeoutMs)}`);
+  }
   const throwIfAborted = (s: AbortSignal | undefined = signal) => {
     if (signal?.aborted) throw abortedError();
     if (s?.aborted) throw new LoadError("aborted", "cancelled because another shard failed");
   };
   throwIfAborted();
 
-  /** GET `url`; maps network, HTTP and abort failures to LoadErrors. */
-  async function get(url: string, what: string, s: AbortSignal | undefined, init: RequestInit = {}): Promise<Response> {
+  /**
+   * A request's stall watchdog: `signal` (for fetch) aborts when `signal` of the caller does, or
+   * when `alive()` was not called for stallMs. `end()` stops it.
+   */
+  function watchdog(outer: AbortSignal | undefined) {
+    const controller = new AbortController();
+    const onAbort = () => controller.abort();
+    outer?.addEventListener("abort", onAbort);
+    if (outer?.aborted) controller.abort();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let stalled = false;
+    const alive = () => {
+      clearTimeout(timer);
+      if (Number.isFinite(stallMs)) timer = setTimeout(() => { stalled = true; controller.abort(); }, stallMs);
+    };
+    alive();
+    return {
+      signal: controller.signal,
+      alive,
+      get stalled() { return stalled; },
+      end() { clearTimeout(timer); outer?.removeEventListener("abort", onAbort); },
+    };
+  }
+  type Watchdog = ReturnType<typeof watchdog>;
+
+  // Set once shards load: what a retry will not download again.
+  let keptNote = () => "";
+  const stallError = (what: string, url: string) => {
+    const kept = keptNote();
+    return new LoadError("timeout", `${what} from ${url} stalled: nothing arrived for ${stallMs / 1000} s; check the network and load the bundle again${kept}, or raise stallTimeoutMs`, { url });
+  };
+
+  /** GET `url`; maps network, HTTP, stall and abort failures to LoadErrors. The caller ends `watch`. */
+  async function get(url: string, what: string, watch: Watchdog, s: AbortSignal | undefined, init: RequestInit = {}): Promise<Response> {
     let response: Response;
     try {
-      response = await doFetch(url, { ...init, signal: s });
+      response = await doFetch(url, { ...init, signal: watch.signal });
     } catch (e) {
       throwIfAborted(s);
+      if (watch.stalled) throw stallError(what, url);
       throw new LoadError("fetch_failed", `could not fetch ${what} from ${url}: ${describe(e)} (network error, CORS, or the server is down)`, { url, cause: e });
     }
+    watch.alive();
     if (!response.ok) {
       response.body?.cancel().catch(() => {});
       const hint = response.status === 404 ? `; is ${base.href} a kiln bundle folder with all of its files uploaded?` : "";
@@ -436,16 +527,47 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
     return response;
   }
 
+  /**
+   * The whole body of a GET of `url`, read chunk by chunk (each chunk feeds the stall watchdog and
+   * `onBytes`) into a buffer of `expected` bytes when that is known.
+   */
+  async function download(url: string, what: string, s: AbortSignal | undefined, init: RequestInit = {},
+                          expected = 0, onBytes?: (length: number) => void): Promise<Uint8Array> {
+    const watch = watchdog(s);
+    try {
+      const response = await get(url, what, watch, s, init);
+      try {
+        if (!response.body) return new Uint8Array(await response.arrayBuffer());
+        const reader = response.body.getReader();
+        let buffer = new Uint8Array(expected);
+        let length = 0;
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          watch.alive();
+          if (length + value.byteLength > buffer.byteLength) { // more than expected: grow (a corrupt shard is kept to report)
+            const bigger = new Uint8Array(Math.max(buffer.byteLength * 2, length + value.byteLength, 65536));
+            bigger.set(buffer.subarray(0, length));
+            buffer = bigger;
+          }
+          buffer.set(value, length);
+          length += value.byteLength;
+          onBytes?.(length);
+        }
+        return length === buffer.byteLength ? buffer : buffer.slice(0, length);
+      } catch (e) {
+        throwIfAborted(s);
+        if (watch.stalled) throw stallError(what, url);
+        throw new LoadError("fetch_failed", `downloading ${what} from ${url} broke off: ${describe(e)}`, { url, cause: e });
+      }
+    } finally {
+      watch.end();
+    }
+  }
+
   async function getJson(file: string): Promise<any> {
     const url = new URL(file, base).href;
-    const response = await get(url, file, signal);
-    let text: string;
-    try {
-      text = await response.text();
-    } catch (e) {
-      throwIfAborted();
-      throw new LoadError("fetch_failed", `reading ${file} from ${url} failed: ${describe(e)}`, { url, cause: e });
-    }
+    const text = new TextDecoder().decode(await download(url, file, signal));
     try {
       return JSON.parse(text);
     } catch (e) {
@@ -461,6 +583,17 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
   validateTensorCache(tensorCache);
   if (!isObject(tokenizerJson) || !isObject(tokenizerJson.model)) fail("tokenizer.json", "is not a tokenizers JSON file (no model field)");
   if (!isObject(tokenizerConfig)) fail("tokenizer_config.json", "is not a JSON object");
+  // Every file the configs name stays inside the bundle folder, checked before anything is fetched.
+  const libraryUrls = new Map<string, string>();
+  for (const [backend, file] of Object.entries(config.libraries as Record<string, string>)) {
+    libraryUrls.set(backend, bundleFileUrl(base, file, "kiln-config.json", `libraries.${backend}`));
+  }
+  if (typeof config.tensor_cache === "string") bundleFileUrl(base, config.tensor_cache, "kiln-config.json", "tensor_cache");
+  if (Array.isArray(config.tokenizer_files)) {
+    config.tokenizer_files.forEach((f: unknown, i: number) => {
+      if (typeof f === "string") bundleFileUrl(base, f, "kiln-config.json", `tokenizer_files[${i}]`);
+    });
+  }
 
   // -- store ----------------------------------------------------------------------------------
   let store: ShardStore | undefined;
@@ -491,7 +624,7 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
 
   // -- shards ---------------------------------------------------------------------------------
   const shards: ShardRecord[] = tensorCache.records;
-  const urls = shards.map((s) => new URL(s.dataPath, base).href);
+  const urls = shards.map((s, i) => bundleFileUrl(base, s.dataPath, "tensor-cache.json", `shard ${i}'s dataPath`));
   const keys = shards.map((s, i) => shardCacheKey(urls[i], s.sha256!.toLowerCase()));
   const total = shards.reduce((n, s) => n + s.nbytes, 0);
   const downloaded = new Array<number>(shards.length).fill(0); // per shard, the most bytes counted
@@ -501,7 +634,8 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
   let downloadedSum = 0;
   let verifiedSum = 0;
   let uploadedSum = 0;
-  const download = new Meter("download", total, opts.onProgress, 3000, 50);
+  keptNote = () => (store && verified.size > 0 ? ` (the ${verified.size} shards verified so far are cached and will not be downloaded again)` : "");
+  const downloadMeter = new Meter("download", total, opts.onProgress, 3000, 50);
   const verify = new Meter("verify", total, opts.onProgress, 3000, 0);
   const upload = new Meter("upload", total, opts.onProgress, 3000, 0);
 
@@ -511,7 +645,7 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
       downloadedSum += capped - downloaded[i];
       downloaded[i] = capped;
     }
-    download.update(downloadedSum, shards[i].dataPath, force);
+    downloadMeter.update(downloadedSum, shards[i].dataPath, force);
   };
 
   async function storeOp<T>(what: string, op: () => Promise<T>): Promise<T> {
@@ -527,38 +661,13 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
 
   /** Download shard i, counting progress; the body is read into a buffer of the declared size. */
   async function fetchShard(i: number, s: AbortSignal | undefined, reload: boolean): Promise<Uint8Array> {
-    const url = urls[i];
-    const what = `weight shard ${shards[i].dataPath}`;
     // With a store of ours, keep the weights out of the HTTP cache (no second copy on disk); a
     // retry after a failed verification must not be answered from the HTTP cache either.
-    const response = await get(url, what, s, store ? { cache: "no-store" } : reload ? { cache: "reload" } : {});
-    const expected = shards[i].nbytes;
-    try {
-      if (!response.body) {
-        const bytes = new Uint8Array(await response.arrayBuffer());
-        countDownload(i, bytes.byteLength, true);
-        return bytes;
-      }
-      const reader = response.body.getReader();
-      let buffer = new Uint8Array(expected);
-      let length = 0;
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        if (length + value.byteLength > buffer.byteLength) { // more than declared: corrupt; keep it to report
-          const bigger = new Uint8Array(Math.max(buffer.byteLength * 2, length + value.byteLength));
-          bigger.set(buffer.subarray(0, length));
-          buffer = bigger;
-        }
-        buffer.set(value, length);
-        length += value.byteLength;
-        countDownload(i, length, false);
-      }
-      return length === buffer.byteLength ? buffer : buffer.slice(0, length);
-    } catch (e) {
-      throwIfAborted(s);
-      throw new LoadError("fetch_failed", `downloading ${what} from ${url} broke off: ${describe(e)}`, { url, cause: e });
-    }
+    const init: RequestInit = store ? { cache: "no-store" } : reload ? { cache: "reload" } : {};
+    const bytes = await download(urls[i], `weight shard ${shards[i].dataPath}`, s, init, shards[i].nbytes,
+                                 (length) => countDownload(i, length, false));
+    countDownload(i, bytes.byteLength, true);
+    return bytes;
   }
 
   /** Why `bytes` is not shard i, or null when its sha256 matches. */
@@ -622,7 +731,7 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
   signal?.addEventListener("abort", onAbort);
   if (signal?.aborted) pool.abort();
   try {
-    download.start();
+    downloadMeter.start();
     verify.start();
     let next = 0;
     let failure: { error: unknown } | undefined;
@@ -650,7 +759,7 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
     signal?.removeEventListener("abort", onAbort);
   }
   if (total === 0) { // no bytes to count: still end each phase
-    download.update(0, undefined, true);
+    downloadMeter.update(0, undefined, true);
     verify.update(0, undefined, true);
   }
   upload.start();
@@ -680,15 +789,8 @@ export async function openBundle(bundleUrl: string, opts: OpenBundleOptions = {}
             throw new LoadError("bad_bundle", `this bundle has no ${backend} library (kiln-config.json libraries: ${Object.keys(config.libraries).join(", ")}); rebuild it with \`kiln build --targets webgpu,wasm\``);
           }
           throwIfAborted();
-          const url = new URL(file, base).href;
-          const response = await get(url, `the ${backend} library ${file}`, signal);
-          let bytes: Uint8Array;
-          try {
-            bytes = new Uint8Array(await response.arrayBuffer());
-          } catch (e) {
-            throwIfAborted();
-            throw new LoadError("fetch_failed", `downloading ${file} from ${url} broke off: ${describe(e)}`, { url, cause: e });
-          }
+          const url = libraryUrls.get(backend)!;
+          const bytes = await download(url, `the ${backend} library ${file}`, signal);
           if (bytes.byteLength < 8 || bytes[0] !== 0 || bytes[1] !== 0x61 || bytes[2] !== 0x73 || bytes[3] !== 0x6d) {
             throw new LoadError("bad_bundle", `${file} at ${url} is not a WebAssembly module; ${REBUILD}`, { url });
           }

@@ -67,6 +67,8 @@ interface Behaviour {
   corrupt?: Set<string>;   // flip a byte
   truncate?: Set<string>;  // serve half
   stall?: Set<string>;     // send half, then never finish
+  hang?: Set<string>;      // never answer (no headers)
+  trickle?: Set<string>;   // send 10 kB every 50 ms
   missing?: Set<string>;   // 404
 }
 
@@ -78,6 +80,7 @@ class TestServer {
   maxInFlight = 0;
   shardRequests = 0;
   closedEarly = 0;     // shard responses whose connection closed before they finished
+  paths: string[] = []; // every request path since the last reset, wherever it points
   private server!: Server;
   private origin = "";
   private generation = 0;
@@ -107,6 +110,7 @@ class TestServer {
     this.bundle = bundle;
     this.behaviour = behaviour;
     this.counts.clear();
+    this.paths = [];
     this.inFlight = this.maxInFlight = this.shardRequests = this.closedEarly = 0;
   }
 
@@ -124,6 +128,7 @@ class TestServer {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
+    this.paths.push(req.url ?? "");
     const prefix = `/b${this.generation}/`;
     if (!path.startsWith(prefix)) { // a late request of an earlier test
       res.writeHead(410).end();
@@ -156,6 +161,20 @@ class TestServer {
         out[out.length >> 1] ^= 0xff;
       }
       if (b.truncate?.has(name)) out = body.subarray(0, body.length >> 1);
+      if (b.hang?.has(name)) return;
+      if (b.trickle?.has(name)) {
+        res.writeHead(200, { "Content-Length": String(out.length) });
+        let at = 0;
+        const more = () => {
+          if (res.destroyed) return;
+          res.write(out.subarray(at, at + 10_000));
+          at += 10_000;
+          if (at < out.length) setTimeout(more, 50);
+          else res.end();
+        };
+        more();
+        return;
+      }
       if (b.stall?.has(name)) {
         res.writeHead(200, { "Content-Length": String(out.length) });
         res.write(out.subarray(0, out.length >> 1));
@@ -514,4 +533,102 @@ test("holdShards false: nothing is held, every shardBytes reads the store and ve
   store.entries.set(key, new Uint8Array(3));
   assert.deepEqual(await b.shardBytes(6), bundle.shards[6]);
   assert.equal(server.count(bundle.names[6]), 2);
+});
+
+// ---------------------------------------------------------------------------------------------
+// files outside the bundle
+
+test("a bundle naming files outside its folder: LoadError bad_bundle before anything is fetched from them", async () => {
+  const port = new URL(server.base).port;
+  const escapes = [
+    "../params_shard_0.bin", "../../etc/passwd", "sub/../../x.bin", "%2e%2e/x.bin", "sub/%2E%2E/%2e%2e/x.bin",
+    "sub/..%2f..%2fx.bin", "..\\x.bin", "sub\\..\\..\\x.bin", "/etc/passwd", "/b0/params_shard_0.bin",
+    "http://evil.example/params_shard_0.bin", "//evil.example/x.bin", `http://localhost:${port}/x.bin`,
+    "https://127.0.0.1/x.bin", "data:application/octet-stream;base64,AAAA", "javascript:alert(1)", ".", "./",
+  ];
+  for (const dataPath of escapes) {
+    server.reset(makeBundle([100, 200], { cache: (c) => { c.records[1].dataPath = dataPath; } }));
+    const e = await loadError(openBundle(server.base, { cache: "none" }));
+    assert.equal(e.code, "bad_bundle", `${dataPath}: ${e.message}`);
+    assert.match(e.message, /^tensor-cache\.json: shard 1's dataPath .* outside the bundle folder/, dataPath);
+    assert.match(e.message, /kiln build/);
+    assert.equal(server.shardRequests, 0, `${dataPath}: no shard is fetched`);
+    assert.deepEqual(server.paths.filter((p) => !/\/(kiln-config|tensor-cache|tokenizer|tokenizer_config)\.json$/.test(p)), [],
+                     `${dataPath}: only the bundle's metadata was requested`);
+  }
+  for (const library of ["../model_wasm.wasm", "http://evil.example/model_wasm.wasm", "/model_wasm.wasm"]) {
+    server.reset(makeBundle([100], { config: (c) => { c.libraries.wasm = library; } }));
+    const e = await loadError(openBundle(server.base, { cache: "none" }));
+    assert.equal(e.code, "bad_bundle");
+    assert.match(e.message, /^kiln-config\.json: libraries\.wasm .* outside the bundle folder/);
+    assert.equal(server.shardRequests, 0);
+  }
+  server.reset(makeBundle([100], { config: (c) => { c.tokenizer_files = ["tokenizer.json", "../../tokenizer.json"]; } }));
+  const t = await loadError(openBundle(server.base, { cache: "none" }));
+  assert.match(t.message, /tokenizer_files\[1\] .* outside the bundle folder/);
+
+  // Files in subfolders of the bundle, and names with dots that are not segments, are fine.
+  const nested = makeBundle([100, 200], { cache: (c) => { c.records[0].dataPath = "weights/params_shard_0.bin"; c.records[1].dataPath = "..params_shard_1..bin"; } });
+  nested.files.set("weights/params_shard_0.bin", nested.shards[0]);
+  nested.files.set("..params_shard_1..bin", nested.shards[1]);
+  server.reset(nested);
+  const ok = await openBundle(server.base, { cache: "none" });
+  assert.deepEqual(await ok.shardBytes(0), nested.shards[0]);
+  assert.deepEqual(await ok.shardBytes(1), nested.shards[1]);
+});
+
+test("a kiln-config.json context size beyond int32: LoadError bad_bundle", async () => {
+  server.reset(makeBundle([100], { config: (c) => { c.context_window_size = 2 ** 33; } }));
+  const e = await loadError(openBundle(server.base, { cache: "none" }));
+  assert.equal(e.code, "bad_bundle");
+  assert.match(e.message, /context_window_size must be a positive integer below 2\^31/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// stalled downloads
+
+test("a stalled shard: LoadError timeout after stallTimeoutMs, and a retry fetches only what was not verified", async () => {
+  const bundle = makeBundle(SIZES);
+  const store = new RecordingStore();
+  server.reset(bundle, { stall: new Set([bundle.names[3]]) });
+  const started = performance.now();
+  const e = await loadError(openBundle(server.base, { store, concurrency: 1, stallTimeoutMs: 300 }));
+  const waited = performance.now() - started;
+  assert.equal(e.code, "timeout", e.message);
+  assert.equal(e.url, `${server.base}/${bundle.names[3]}`);
+  assert.match(e.message, /weight shard params_shard_3\.bin from .* stalled: nothing arrived for 0\.3 s/);
+  assert.match(e.message, /the 3 shards verified so far are cached/);
+  assert.ok(waited >= 300 && waited < 5000, `failed after ${waited} ms`);
+  for (let waitedClose = 0; server.inFlight > 0 && waitedClose < 3000; waitedClose += 20) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(server.inFlight, 0, "the stalled request was cancelled");
+
+  server.reset(bundle, {}, true);
+  const b = await openBundle(server.base, { store, concurrency: 1, stallTimeoutMs: 300 });
+  for (let i = 0; i < 3; i++) assert.equal(server.count(bundle.names[i]), 0, `verified shard ${i} is not fetched again`);
+  for (let i = 3; i < SIZES.length; i++) assert.equal(server.count(bundle.names[i]), 1, `shard ${i} is fetched`);
+  assert.deepEqual(await b.shardBytes(3), bundle.shards[3]);
+});
+
+test("a server that never answers: LoadError timeout; a slow download that keeps sending does not time out", async () => {
+  const bundle = makeBundle(SIZES);
+  server.reset(bundle, { hang: new Set(["tokenizer.json"]) });
+  const e = await loadError(openBundle(server.base, { cache: "none", stallTimeoutMs: 200 }));
+  assert.equal(e.code, "timeout");
+  assert.match(e.message, /tokenizer\.json from .* stalled/);
+
+  server.reset(bundle, { hang: new Set([bundle.names[5]]) });
+  const f = await loadError(openBundle(server.base, { cache: "none", stallTimeoutMs: 200 }));
+  assert.equal(f.code, "timeout");
+  assert.match(f.message, /params_shard_5\.bin/);
+
+  // 150 kB at 10 kB per 50 ms: 0.75 s in all, but never 200 ms without bytes.
+  server.reset(bundle, { trickle: new Set([bundle.names[0], "tokenizer.json"]) });
+  const started = performance.now();
+  const b = await openBundle(server.base, { cache: "none", stallTimeoutMs: 200 });
+  assert.ok(performance.now() - started > 600);
+  assert.deepEqual(await b.shardBytes(0), bundle.shards[0]);
+
+  for (const bad of [0, -1, Number.NaN, "10"]) {
+    assert.equal((await loadError(openBundle(server.base, { stallTimeoutMs: bad as any }))).code, "bad_option");
+  }
 });
