@@ -9,7 +9,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import InternalCompilerError, KilnError, describe_exception
+from .errors import InternalCompilerError, Interrupted, KilnError, describe_exception, os_error
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
@@ -57,7 +57,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         report = build_bundle(opts)
     except InternalCompilerError as err:
         raise err.for_architecture(_architecture(opts.checkpoint))
-    except KilnError:
+    except (KilnError, OSError):  # main reports an OSError (permissions, disk full) as one line
         raise
     except Exception as err:  # noqa: BLE001 - a bug, reported as one line (main prints the traceback with --verbose)
         raise InternalCompilerError(describe_exception(err), architecture=_architecture(opts.checkpoint)) from err
@@ -135,8 +135,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return serve_site(site, server)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one `error[usage]:` line, like every other kiln error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error[usage]: {message}; see `{self.prog} --help`.\n")
+
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl+C
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kiln", description="Compile LLMs to WebGPU / WASM web bundles.")
+    parser = _Parser(prog="kiln", description="Compile LLMs to WebGPU / WASM web bundles.")
     sub = parser.add_subparsers(dest="command", required=True)
     smoke = sub.add_parser("smoke", help="compile a small kernel for WebGPU and WASM and run it in Node and Chromium")
     smoke.add_argument("--out", help="folder for the compiled libraries (default: a temporary folder)")
@@ -170,10 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except KilnError as err:
+    except (KilnError, OSError, KeyboardInterrupt) as caught:
+        # Every failure a user can cause is one line; the traceback only on request.
         if getattr(args, "verbose", False):
-            traceback.print_exception(err)
-        print(err, file=sys.stderr)
+            traceback.print_exception(caught)
+        if isinstance(caught, KeyboardInterrupt):
+            print(Interrupted(f"kiln {args.command} stopped by Ctrl+C; nothing was left half-written, run it again "
+                              "to finish."), file=sys.stderr)
+            return INTERRUPTED_EXIT
+        print(os_error(caught) if isinstance(caught, OSError) else caught, file=sys.stderr)
         return 1
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import toolchain
 from .errors import InternalCompilerError, KilnError, describe_exception
+from .staging import move_file
 
 WASM_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
 TARGETS = {
@@ -54,15 +55,17 @@ def link_wasm(output: str | os.PathLike, objects: list[str], options=None) -> No
     emcc = toolchain.find_tool("emcc")
     runtime = [str(p) for p in toolchain.runtime_objects()]
     preload = toolchain.tvm_package_dir() / "web" / "emcc" / "preload.js"
-    # Emit the .wasm beside emcc's JS glue in a scratch dir, then keep only the .wasm.
-    with tempfile.TemporaryDirectory(prefix="kiln-link-") as scratch:
+    # Emit the .wasm beside emcc's JS glue in a scratch dir, then keep only the .wasm. The scratch
+    # dir sits beside the output (not in $TMPDIR, often another filesystem) so the move is a rename.
+    output = Path(output)
+    with tempfile.TemporaryDirectory(prefix=".kiln-link-", dir=output.parent) as scratch:
         glue = Path(scratch) / "library.js"
         cmd = [emcc, *LINK_FLAGS, "--pre-js", str(preload), "-o", str(glue), *runtime, *objects]
         cmd += list(options or [])
         proc = subprocess.run(cmd, env=toolchain.emcc_env(), capture_output=True, text=True)
         if proc.returncode != 0:
             raise KilnError(f"emcc failed to link the model library:\n{proc.stdout}{proc.stderr}")
-        os.replace(glue.with_suffix(".wasm"), output)
+        move_file(glue.with_suffix(".wasm"), output)
 
 
 link_wasm.object_format = "o"  # read by tvm's export_library: save modules as wasm objects
@@ -118,7 +121,7 @@ def build_wasm_library(mod, target: str, out: str | os.PathLike) -> Path:
     partial = out.with_name(f".{out.name}.partial")
     try:
         executable.export_library(str(partial), fcompile=link_wasm)
-        os.replace(partial, out)
+        move_file(partial, out)
     finally:
         partial.unlink(missing_ok=True)
     return out
