@@ -24,10 +24,9 @@ TARGETS = {
     "wasm": {**WASM_HOST, "mattr": ["+simd128"]},
 }
 
-# Link flags for a library that tvmjs instantiates through its WASI polyfill. -O2 lets binaryen
-# shrink the output without the ~50 s that -O3 costs against prebuilt objects.
+# Link flags for a library that tvmjs instantiates through its WASI polyfill; the optimization
+# level comes from link_level().
 LINK_FLAGS = [
-    "-O2",
     "--no-entry",
     "-s", "WASM_BIGINT=1",
     "-s", "STANDALONE_WASM=1",
@@ -50,6 +49,20 @@ def make_target(name: str):
     return tvm.target.Target(TARGETS[name])
 
 
+# binaryen at -O2 makes a library about 40 % smaller (a tiny model's: 6.6 -> 3.9 MB) without the
+# ~50 s more that -O3 costs; -O2 itself costs ~50 s a library on 2 cores and leaves TVM's kernels
+# as LLVM compiled them. KILN_LINK_OPT=-O1 trades the size for that time (the test suite does).
+LINK_LEVEL_ENV = "KILN_LINK_OPT"
+LINK_LEVELS = ("-O0", "-O1", "-O2", "-O3", "-Os", "-Oz")
+
+
+def link_level() -> str:
+    level = os.environ.get(LINK_LEVEL_ENV, "-O2")
+    if level not in LINK_LEVELS:
+        raise KilnError(f"{LINK_LEVEL_ENV}={level!r} is not an emcc optimization level; use one of {', '.join(LINK_LEVELS)} or unset it.")
+    return level
+
+
 def link_wasm(output: str | os.PathLike, objects: list[str], options=None) -> None:
     """emcc link of compiled model objects with the prebuilt TVM web runtime objects."""
     emcc = toolchain.find_tool("emcc")
@@ -60,7 +73,7 @@ def link_wasm(output: str | os.PathLike, objects: list[str], options=None) -> No
     output = Path(output)
     with tempfile.TemporaryDirectory(prefix=".kiln-link-", dir=output.parent) as scratch:
         glue = Path(scratch) / "library.js"
-        cmd = [emcc, *LINK_FLAGS, "--pre-js", str(preload), "-o", str(glue), *runtime, *objects]
+        cmd = [emcc, link_level(), *LINK_FLAGS, "--pre-js", str(preload), "-o", str(glue), *runtime, *objects]
         cmd += list(options or [])
         proc = subprocess.run(cmd, env=toolchain.emcc_env(), capture_output=True, text=True)
         if proc.returncode != 0:

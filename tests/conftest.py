@@ -1,12 +1,20 @@
 """Shared fixtures: compiled smoke libraries, the tiny test bundles, the real SmolLM2 GGUF and the
 demo's bundles are made once per test session, whichever test files ask for them."""
 
+import os
+
 import pytest
 
 from compiler import smoke
 from compiler.build import BuildOptions, build_bundle
 from compiler.synthetic import make_checkpoint
-from compiler.wasm_library import build_wasm_library
+from compiler.wasm_library import LINK_LEVEL_ENV, build_wasm_library
+
+
+def pytest_configure(config):
+    # Libraries link at -O1: binaryen's -O2 costs ~50 s a library and only shrinks the file (the
+    # kernels are LLVM's either way); test_bundle.py builds its bundle with the shipped -O2.
+    os.environ.setdefault(LINK_LEVEL_ENV, "-O1")
 
 
 @pytest.fixture(scope="session")

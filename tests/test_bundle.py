@@ -1,6 +1,7 @@
 """What `kiln build` writes: both libraries, shards of at most 32 MB whose sha256 match, a kiln config
 that validates against the schema, an mlc-chat-config.json, the tokenizer files; and an f16 bundle
-that declares the WebGPU feature it needs."""
+that declares the WebGPU feature it needs. This bundle is linked as users' are (binaryen -O2); the
+rest of the suite links at -O1 (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,17 @@ from compiler.build import BuildOptions, build_bundle
 from compiler.kiln_config import SCHEMA_PATH
 from compiler.synthetic import make_checkpoint
 from compiler.tensor_cache import MAX_SHARD_BYTES, read_tensor_cache
+from compiler.wasm_library import LINK_LEVEL_ENV
 
 
 @pytest.fixture(scope="module")
 def f16_bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
     checkpoint = make_checkpoint("llama3-tiny", root / "llama3-tiny")
-    report = build_bundle(BuildOptions(checkpoint=checkpoint, out=root / "out", quantization="q4f16_1"),
-                          log=lambda *a, **k: None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(LINK_LEVEL_ENV, raising=False)  # the link users get (-O2), not the suite's -O1
+        report = build_bundle(BuildOptions(checkpoint=checkpoint, out=root / "out", quantization="q4f16_1"),
+                              log=lambda *a, **k: None)
     return report
 
 

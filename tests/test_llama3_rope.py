@@ -15,7 +15,7 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.relax.frontend.nn.llm.position_embedding import llama_rope_with_position_map
 
-from compiler import schedules, wasm_library
+from compiler import schedules
 from compiler.model_module import build_model_module
 from compiler.quantize import get_quantization
 from compiler.run_library import run_in_chromium, run_in_node
@@ -119,10 +119,8 @@ def transformers_rope(qkv: np.ndarray, positions: np.ndarray, head_dim: int) -> 
 
 
 @pytest.mark.parametrize("target", ["webgpu", "wasm"])
-def test_llama3_rope_kernel_matches_transformers(target, tmp_path, capsys, monkeypatch):
+def test_llama3_rope_kernel_matches_transformers(target, tmp_path, capsys):
     head_dims = (64, 128)
-    # -O1: binaryen's -O2 link takes most of a minute and leaves the kernels as they are.
-    monkeypatch.setattr(wasm_library, "LINK_FLAGS", ["-O1" if f == "-O2" else f for f in wasm_library.LINK_FLAGS])
     library = build_wasm_library(rope_module(head_dims), target, tmp_path / f"rope_{target}.wasm")
     run, device = (run_in_chromium, "webgpu") if target == "webgpu" else (run_in_node, "cpu")
     rng = np.random.default_rng(3)

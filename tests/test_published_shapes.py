@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from compiler import toolchain, wasm_library
+from compiler import toolchain
 from compiler.build import BuildOptions, build_bundle
 from compiler.synthetic import SYNTHETIC_MARK, make_checkpoint_from_config
 from compiler.tensor_cache import read_tensor_cache
@@ -123,13 +123,9 @@ def published_bundle(tmp_path_factory):
             checkpoint = make_checkpoint_from_config({**PUBLISHED[model], **CUTS[model]}, root / model,
                                                      chat=CHAT[model], tokenizer_vocab=1024)
             bundle = root / f"{model}-q4f32_1"
-            # Linked at -O1: binaryen's -O2 costs about 50 s a library here and leaves TVM's kernels
-            # as they are; the tiny test bundles keep covering the shipped -O2 link.
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(wasm_library, "LINK_FLAGS", ["-O1" if f == "-O2" else f for f in wasm_library.LINK_FLAGS])
-                build_bundle(BuildOptions(checkpoint=checkpoint, out=bundle, quantization="q4f32_1",
-                                          targets=("webgpu", "wasm"), context_window=256, prefill_chunk=64),
-                             log=lambda *a, **k: None)
+            build_bundle(BuildOptions(checkpoint=checkpoint, out=bundle, quantization="q4f32_1",
+                                      targets=("webgpu", "wasm"), context_window=256, prefill_chunk=64),
+                         log=lambda *a, **k: None)
             built[model] = checkpoint, bundle
         return built[model]
 
