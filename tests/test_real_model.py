@@ -13,8 +13,9 @@ the GGUF file and compared with transformers loading the same file (`gguf_file=`
 - q4f32_1 answers "What is the capital of France?" with a reply that mentions Paris, on both
   backends (the demo site's test asks it too).
 - Perplexity on a fixed English text (tests/data/english_prose.txt, ~2,000 tokens) with the same
-  Relax module built for the native CPU: kiln's q0f32 equals transformers' within 0.5 %; q4f32_1
-  and q4f16_1 are printed beside them.
+  Relax module built for the native CPU: kiln's q0f32 equals transformers' within 0.5 %. The 4-bit
+  formats' perplexities are a quality figure, not a pass/fail check: scripts/bench_quality.py prints
+  them (each costs a 30-layer llvm build and a 2,048-token run, too slow for CI).
 """
 
 from __future__ import annotations
@@ -186,12 +187,9 @@ def test_perplexity_on_english_prose(smollm2_gguf, reference, tmp_path, capsys):
     with torch.no_grad():
         loss = model(torch.tensor([ids]), labels=torch.tensor([ids])).loss
     reference_ppl = float(torch.exp(loss))
-    kiln = {}
-    for quant in ("q0f32", "q4f32_1", "q4f16_1"):
-        native = NativeModel(smollm2_gguf, quant, tmp_path / quant, context=len(ids), all_logits=True)
-        kiln[quant] = native.perplexity(ids)
-        del native
+    started = time.monotonic()
+    kiln = NativeModel(smollm2_gguf, "q0f32", tmp_path, context=len(ids), all_logits=True).perplexity(ids)
     with capsys.disabled():
-        print(f"\n[real model perplexity, {len(ids)} tokens of English prose] transformers f32 {reference_ppl:.3f}; kiln "
-              + ", ".join(f"{q} {p:.3f} ({p / reference_ppl - 1:+.2%})" for q, p in kiln.items()))
-    assert abs(kiln["q0f32"] / reference_ppl - 1) <= 0.005
+        print(f"\n[real model perplexity, {len(ids)} tokens of English prose] transformers f32 {reference_ppl:.3f}, "
+              f"kiln q0f32 (llvm) {kiln:.3f} ({kiln / reference_ppl - 1:+.3%}) in {time.monotonic() - started:.0f} s")
+    assert abs(kiln / reference_ppl - 1) <= 0.005
