@@ -1,8 +1,11 @@
 """`kiln build`: a Hugging Face checkpoint folder or a GGUF file -> a web bundle (kernels for WebGPU
 and WASM, weight shards, tokenizer, kiln-config.json and mlc-chat-config.json).
 
-The bundle is assembled in a hidden sibling folder and renamed into place only when complete, so a
-failure never leaves a half-written bundle and never destroys the previous one.
+Everything that can fail on the user's input is checked first (plan_build: output safety,
+compiler/validate.py, the options, WebLLM's chat config), so such a failure comes in seconds, not
+after minutes of compiling. The bundle is assembled in a hidden sibling folder and renamed into
+place only when complete, so a failure never leaves a half-written bundle and never destroys the
+previous one.
 """
 
 from __future__ import annotations
@@ -64,33 +67,70 @@ def _check_options(opts: BuildOptions, ckpt: Checkpoint) -> tuple[Quantization, 
             f"unknown target {', '.join(unknown) or '(none)'}; choose from {', '.join(DEFAULT_TARGETS)}."
         )
     max_ctx = ckpt.model_config.max_position_embeddings
-    context = opts.context_window or min(max_ctx, MAX_DEFAULT_CONTEXT)
-    if context < 1:
-        raise UnsupportedError(f"--context-window {context} must be at least 1.")
-    prefill = opts.prefill_chunk or min(context, MAX_DEFAULT_PREFILL_CHUNK)
+    # None is "not given"; 0 is a value, and refused.
+    context = min(max_ctx, MAX_DEFAULT_CONTEXT) if opts.context_window is None else opts.context_window
+    if not 1 <= context <= max_ctx:
+        raise UnsupportedError(
+            f"--context-window {context} must be between 1 and the model's maximum of {max_ctx} tokens "
+            "(max_position_embeddings); pass a value in that range.")
+    prefill = min(context, MAX_DEFAULT_PREFILL_CHUNK) if opts.prefill_chunk is None else opts.prefill_chunk
     if not 1 <= prefill <= context:
         raise UnsupportedError(f"--prefill-chunk {prefill} must be between 1 and the context window ({context}).")
     return quant, context, prefill
+
+
+@dataclass
+class BuildPlan:
+    """What a build decided before compiling anything: every check that can fail on the user's
+    input has run by the time one exists."""
+
+    ckpt: Checkpoint
+    quant: Quantization
+    context: int
+    prefill: int
+    mlc_config: dict
+
+
+def plan_build(opts: BuildOptions) -> BuildPlan:
+    """The first seconds of a build: output safety, the checkpoint's files, the options, and
+    WebLLM's chat config (which renders the chat template). Compiles nothing, writes nothing."""
+    from .mlc_config import mlc_chat_config
+    from .model_module import cache_window
+    from .validate import validate_checkpoint
+
+    check_output(Path(opts.out), opts.force, inputs=[Path(opts.checkpoint)], input_kind="checkpoint",
+                 marker=CONFIG_FILE, what="bundle folder")
+    ckpt = load_checkpoint(opts.checkpoint)
+    tokenizer_json = validate_checkpoint(ckpt)
+    quant, context, prefill = _check_options(opts, ckpt)
+    mlc = mlc_chat_config(
+        ckpt.hf_config, model_type=ckpt.family.model_type, quantization=quant.name, context_window=context,
+        prefill_chunk=prefill, sliding_window=cache_window(ckpt.model_config), generation_config=ckpt.generation_config,
+        tokenizer_config={**ckpt.tokenizer_config, "chat_template": ckpt.chat_template},
+        tokenizer_files=list(ckpt.tokenizer_files), tokenizer_json=tokenizer_json,
+        # A template that prints today's date gets the build date: WebLLM cannot call a clock.
+        today=datetime.date.today(),
+    )
+    return BuildPlan(ckpt, quant, context, prefill, mlc)
 
 
 def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
     from tqdm import tqdm
 
     from .convert_weights import convert_weights
-    from .model_module import build_model_module, cache_window
+    from .model_module import build_model_module
     from .wasm_library import build_wasm_library, make_target
 
     started = time.monotonic()
     out = Path(opts.out)
-    check_output(out, opts.force)
-    ckpt = load_checkpoint(opts.checkpoint)
-    quant, context, prefill = _check_options(opts, ckpt)
+    plan = plan_build(opts)
+    ckpt, quant = plan.ckpt, plan.quant
     report = BuildReport(out=out)
     report.finished("read checkpoint", started)
 
     with staged_folder(out) as staging:
         family, cfg = ckpt.family, ckpt.model_config
-        sizes = dict(context_window=context, prefill_chunk=prefill)
+        sizes = dict(context_window=plan.context, prefill_chunk=plan.prefill)
 
         step = time.monotonic()
         plain = build_model_module(family, cfg, get_quantization("q0f32"), make_target("wasm"), with_sampling=False, **sizes)
@@ -113,22 +153,11 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
             report.finished(f"{target} kernels", step)
             log(f"      {library_name(target)} in {report.seconds[f'{target} kernels']:.1f} s", flush=True)
 
-        from .mlc_config import mlc_chat_config
-
         step = time.monotonic()
         ckpt.write_tokenizer_files(staging)
         kiln_config = make_kiln_config(ckpt, quant, libraries=libraries, tensor_cache=cache, **sizes)
         (staging / CONFIG_FILE).write_text(json.dumps(kiln_config, indent=2))
-        mlc = mlc_chat_config(
-            ckpt.hf_config, model_type=family.model_type, quantization=quant.name, context_window=context,
-            prefill_chunk=prefill, sliding_window=cache_window(cfg), generation_config=ckpt.generation_config,
-            tokenizer_config={**ckpt.tokenizer_config, "chat_template": ckpt.chat_template},
-            tokenizer_files=list(ckpt.tokenizer_files),
-            tokenizer_json=json.loads((staging / "tokenizer.json").read_text()),
-            # A template that prints today's date gets the build date: WebLLM cannot call a clock.
-            today=datetime.date.today(),
-        )
-        (staging / "mlc-chat-config.json").write_text(json.dumps(mlc, indent=2))
+        (staging / "mlc-chat-config.json").write_text(json.dumps(plan.mlc_config, indent=2))
         report.finished("config", step)
     report.params = cache["metadata"]["ParamSize"]
     report.param_bytes = cache["metadata"]["ParamBytes"]
@@ -136,4 +165,3 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
     report.bundle_bytes = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     report.finished("total", started)
     return report
-

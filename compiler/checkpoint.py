@@ -24,19 +24,21 @@ class Checkpoint:
     folder: Path  # the checkpoint folder (for a GGUF checkpoint, the .gguf file)
     hf_config: dict[str, Any]
     generation_config: dict[str, Any]
-    tokenizer_config: dict[str, Any]
+    tokenizer_config: dict[str, Any]  # chat_template included, wherever the checkpoint keeps it
     family: Family
     model_config: Any  # the family's config dataclass
     tokenizer_files: list[str] = field(default_factory=list)
     license: str | None = None  # as the checkpoint states it (model card, GGUF metadata), e.g. apache-2.0
+    # Bundle files made by kiln rather than copied (name -> text), e.g. a tokenizer_config.json
+    # for a checkpoint that has none: the runtime always fetches one.
+    tokenizer_texts: dict[str, str] = field(default_factory=dict, repr=False)
+    chat_template_source: str = "tokenizer_config.json"  # where the template came from, for errors
 
     @property
     def chat_template(self) -> str | None:
         template = self.tokenizer_config.get("chat_template")
-        if template is None and (self.folder / "chat_template.jinja").is_file():
-            template = (self.folder / "chat_template.jinja").read_text()
         if isinstance(template, list):  # a list of named templates: use "default"
-            named = {t.get("name"): t.get("template") for t in template}
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
             template = named.get("default")
         return template
 
@@ -49,17 +51,39 @@ class Checkpoint:
         """Bytes of weight files a build reads (the progress bar's total)."""
         return sum(f.stat().st_size for f in self.folder.glob("*.safetensors"))
 
+    def tokenizer_text(self, name: str) -> str:
+        """The text of the bundle file `name` (one of tokenizer_files)."""
+        if name in self.tokenizer_texts:
+            return self.tokenizer_texts[name]
+        return (self.folder / name).read_text(encoding="utf-8")
+
     def write_tokenizer_files(self, dest: Path) -> None:
         """Put `tokenizer_files` into the folder `dest`."""
         for name in self.tokenizer_files:
-            shutil.copyfile(self.folder / name, dest / name)
+            if name in self.tokenizer_texts:
+                (dest / name).write_text(self.tokenizer_texts[name], encoding="utf-8")
+            else:
+                shutil.copyfile(self.folder / name, dest / name)
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in `path`; anything else (bad JSON, a list, ...) is a CheckpointError ending in `what`."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not UTF-8 text; {what}.") from None
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); {what}.") from None
+    if not isinstance(data, dict):
+        kind = {list: "a list", str: "a string"}.get(type(data), "a single value")
+        raise CheckpointError(f"{path} holds {kind}, not a JSON object; {what}.")
+    return data
+
+
+def model_config_from_hf(hf_config: dict[str, Any]) -> tuple[Family, Any]:
+    """The family and its checked config dataclass; ConfigFieldError or UnsupportedError otherwise."""
+    family = family_for(hf_config)
+    return family, family.config_class.from_hf(hf_config)
 
 
 def load_checkpoint(folder: str | Path) -> Checkpoint:
@@ -79,26 +103,51 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
         raise CheckpointError(
             f"{folder} has no config.json; pass a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json)."
         )
-    hf_config = _read_json(config_path, "re-download or fix the checkpoint's config.json")
-    family = family_for(hf_config)
-    model_config = family.config_class.from_hf(hf_config)
+    hf_config = read_json_object(config_path, "re-download or fix the checkpoint's config.json")
+    family, model_config = model_config_from_hf(hf_config)
     if not (folder / "tokenizer.json").is_file():
         raise CheckpointError(
             f"{folder} has no tokenizer.json; kiln needs the fast tokenizer file (save one with "
             "transformers' AutoTokenizer.from_pretrained(...).save_pretrained(folder))."
         )
     generation = folder / "generation_config.json"
-    tok_config = folder / "tokenizer_config.json"
+    tokenizer_config, texts, source = _tokenizer_config(folder)
+    files = [name for name in TOKENIZER_FILES if (folder / name).is_file() or name in texts]
     return Checkpoint(
         folder=folder,
         hf_config=hf_config,
-        generation_config=_read_json(generation, "fix or delete it") if generation.is_file() else {},
-        tokenizer_config=_read_json(tok_config, "fix or delete it") if tok_config.is_file() else {},
+        generation_config=read_json_object(generation, "fix or delete it") if generation.is_file() else {},
+        tokenizer_config=tokenizer_config,
         family=family,
         model_config=model_config,
-        tokenizer_files=[name for name in TOKENIZER_FILES if (folder / name).is_file()],
+        tokenizer_files=files,
         license=model_card_license(folder / "README.md"),
+        tokenizer_texts=texts,
+        chat_template_source=source,
     )
+
+
+def _tokenizer_config(folder: Path) -> tuple[dict[str, Any], dict[str, str], str]:
+    """tokenizer_config.json as the bundle will carry it, the file's text where kiln must write it,
+    and where the chat template comes from. transformers 5 saves the template as chat_template.jinja
+    (and older tools save special_tokens_map.json without a tokenizer_config.json); the runtime
+    reads both the template and the special tokens from tokenizer_config.json, so they go in it."""
+    path, jinja = folder / "tokenizer_config.json", folder / "chat_template.jinja"
+    config = read_json_object(path, "fix or delete it") if path.is_file() else {}
+    written = not path.is_file()
+    if written and (folder / "special_tokens_map.json").is_file():
+        specials = read_json_object(folder / "special_tokens_map.json", "fix or delete it")
+        config = {key: value for key, value in specials.items() if key.endswith("_token")}
+    source = "tokenizer_config.json"
+    if jinja.is_file():  # as in transformers, the file wins over a chat_template in the config
+        try:
+            template = jinja.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointError(f"{jinja} is not UTF-8 text; fix or delete it.") from None
+        written, source = written or config.get("chat_template") != template, "chat_template.jinja"
+        config["chat_template"] = template
+    texts = {"tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False)} if written else {}
+    return config, texts, source
 
 
 def model_card_license(readme: Path) -> str | None:

@@ -27,20 +27,33 @@ def logical_name(param_name: str) -> str:
     return param_name
 
 
-def check_sources(ckpt: Checkpoint, tensors: CheckpointTensors, logical_shapes: dict[str, list[int]]) -> None:
-    """Every tensor the model needs exists with a shape that fits, checked from the safetensors
-    headers alone, before anything is written."""
-    sources = ckpt.family.weight_sources(ckpt.model_config)
-    arch = ckpt.family.model_class.__name__
-    for name, parts in sources.items():
-        want = logical_shapes[name]
-        rows = 0
+def check_present(ckpt: Checkpoint, tensors: CheckpointTensors) -> None:
+    """Every tensor the model needs exists and holds floating-point values, checked from the
+    headers alone (validate.py calls this before any compiling)."""
+    for parts in ckpt.family.weight_sources(ckpt.model_config).values():
         for part in parts:
             if part not in tensors:
                 raise CheckpointError(
                     f"the checkpoint lacks tensor {part}; its weight files are incomplete or belong to "
                     f"another model than its config describes."
                 )
+            if not tensors.is_float(part):
+                raise CheckpointError(
+                    f"tensor {part} is stored as {tensors.dtype(part)}, but a model weight holds floating-point "
+                    "values (F32, F16, BF16 or F64); the file is damaged or was written with a wrong dtype tag: re-download "
+                    "or re-save the checkpoint.")
+
+
+def check_sources(ckpt: Checkpoint, tensors: CheckpointTensors, logical_shapes: dict[str, list[int]]) -> None:
+    """Every tensor the model needs exists with a shape that fits, checked from the safetensors
+    headers alone, before anything is written."""
+    check_present(ckpt, tensors)
+    sources = ckpt.family.weight_sources(ckpt.model_config)
+    arch = ckpt.family.model_class.__name__
+    for name, parts in sources.items():
+        want = logical_shapes[name]
+        rows = 0
+        for part in parts:
             shape = list(tensors.shape(part))
             if shape[1:] != want[1:] or len(shape) != len(want):
                 raise CheckpointError(
@@ -85,7 +98,7 @@ def convert_weights(
                 count = int(np.prod(logical_shapes[logical]))
                 writer.add(name, _checked(q_weight, param), param_count=count)
             else:
-                array = np.concatenate([_read(tensors, p, on_tensor).astype(param["dtype"]) for p in parts], axis=0)
+                array = np.concatenate([_cast(_read(tensors, p, on_tensor), param["dtype"], p) for p in parts], axis=0)
                 writer.add(name, _checked(array, param))
         return writer.close()
 
@@ -104,8 +117,27 @@ def _pack(tensors: CheckpointTensors, name: str, quant: Quantization, on_tensor)
 
 def _read(tensors: CheckpointTensors, name: str, on_tensor) -> np.ndarray:
     array = tensors.read(name)
+    if not all_finite(array):
+        # A NaN in any weight (a norm's, say) makes every output NaN: the runtime could only fail.
+        raise CheckpointError(
+            f"tensor {name} holds NaN or infinite values; the checkpoint is damaged (or comes from a diverged "
+            "training run): re-download or re-export it.")
     on_tensor(name, tensors.nbytes(name))
     return array
+
+
+def _cast(array: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    out = array.astype(dtype)
+    if out.dtype != array.dtype and not all_finite(out):
+        raise CheckpointError(f"tensor {name} has values beyond the range of {dtype}; build an f32 variant "
+                              "(q0f32, q4f32_1) instead.")
+    return out
+
+
+def all_finite(array: np.ndarray, block: int = 1 << 22) -> bool:
+    """np.isfinite(array).all() in blocks, so that a big embedding needs no full-size mask."""
+    flat = array.reshape(-1)
+    return all(np.isfinite(flat[i:i + block]).all() for i in range(0, flat.size, block))
 
 
 def _checked(array: np.ndarray, param: dict[str, Any]) -> np.ndarray:

@@ -21,14 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from model_defs.registry import family_for
-
-from .checkpoint import Checkpoint
-from .errors import CheckpointError, UnsupportedError
+from .checkpoint import Checkpoint, model_config_from_hf
+from .errors import CheckpointError, ConfigFieldError, UnsupportedError
 from .gguf_stream import GGUFTensors, check_tensor_types, hf_to_gguf_names, open_gguf, read_metadata
 
 # GGUF general.architecture -> the Hugging Face architecture kiln builds it as.
 GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM"}
+# config field -> the metadata key (after "<architecture>.") it is read from, for error messages.
+GGUF_KEYS = {
+    "hidden_size": "embedding_length", "intermediate_size": "feed_forward_length", "num_hidden_layers": "block_count",
+    "num_attention_heads": "attention.head_count", "num_key_value_heads": "attention.head_count_kv",
+    "head_dim": "rope.dimension_count", "rms_norm_eps": "attention.layer_norm_rms_epsilon",
+    "rope_theta": "rope.freq_base", "max_position_embeddings": "context_length", "vocab_size": "vocab_size",
+}
 ROPE_FREQS = "rope_freqs.weight"
 # Llama 3's pre-scaling context; any value gives the same frequencies once the factors are fitted.
 LLAMA3_ORIGINAL_CONTEXT = 8192
@@ -39,7 +44,6 @@ class GGUFCheckpoint(Checkpoint):
     """`folder` is the .gguf file itself. Tokenizer files are made from the metadata, not copied."""
 
     reader: Any = field(default=None, repr=False)  # gguf.GGUFReader: parsing it takes seconds, so once
-    tokenizer_texts: dict[str, str] = field(default_factory=dict, repr=False)
 
     def open_tensors(self) -> GGUFTensors:
         cfg = self.model_config
@@ -56,10 +60,6 @@ class GGUFCheckpoint(Checkpoint):
         tensors = self.open_tensors()  # the tensors a build reads (not e.g. rope_freqs)
         return sum(tensors.nbytes(name) for name in tensors.names())
 
-    def write_tokenizer_files(self, dest: Path) -> None:
-        for name in self.tokenizer_files:
-            (dest / name).write_text(self.tokenizer_texts[name], encoding="utf-8")
-
 
 def load_gguf_checkpoint(path: str | Path) -> GGUFCheckpoint:
     from .gguf_tokenizer import tokenizer_files
@@ -69,9 +69,15 @@ def load_gguf_checkpoint(path: str | Path) -> GGUFCheckpoint:
     metadata = read_metadata(reader)
     hf_config = hf_config_from_gguf(path, metadata, reader)
     check_tensor_types(path, reader)
-    family = family_for(hf_config)
-    model_config = family.config_class.from_hf(hf_config)
-    texts = tokenizer_files(metadata, hf_config["max_position_embeddings"])
+    try:
+        family, model_config = model_config_from_hf(hf_config)
+    except ConfigFieldError as err:  # name the metadata key the field came from
+        key = GGUF_KEYS.get(err.field)
+        where = f"metadata {metadata.get('general.architecture')}.{key} (config field {err.field})" if key \
+            else f"config field {err.field}"
+        raise CheckpointError(f"{path.name}'s {where} {err.problem}; the GGUF file is corrupt: download or convert "
+                              "it again.") from None
+    texts = tokenizer_files(metadata, model_config.max_position_embeddings)
     tokenizer_config = json.loads(texts["tokenizer_config.json"])
     return GGUFCheckpoint(
         folder=path,
@@ -84,6 +90,7 @@ def load_gguf_checkpoint(path: str | Path) -> GGUFCheckpoint:
         license=metadata.get("general.license"),
         reader=reader,
         tokenizer_texts=texts,
+        chat_template_source=f"{path.name}'s tokenizer.chat_template",
     )
 
 
@@ -116,8 +123,9 @@ def hf_config_from_gguf(path: Path, metadata: dict[str, Any], reader) -> dict[st
     heads = key("attention.head_count")
     hidden = key("embedding_length")
     # transformers takes head_dim from the rotary width; a narrower rotary part is not supported.
+    # A bad head count is reported by the config check (model_config_from_hf), not divided by here.
     head_dim = key("rope.dimension_count", required=False) or key("attention.key_length", required=False) \
-        or hidden // heads
+        or (hidden // heads if type(heads) is int and type(hidden) is int and heads > 0 else None)
     if key("attention.key_length", head_dim, required=False) != head_dim:
         raise UnsupportedError(f"{path.name} applies RoPE to {head_dim} of {key('attention.key_length')} head "
                                "dimensions; kiln supports RoPE over the whole head.")

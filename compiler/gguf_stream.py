@@ -119,6 +119,10 @@ class GGUFTensors:
     def nbytes(self, name: str) -> int:
         return int(self._tensor(name).n_bytes)
 
+    def is_float(self, name: str) -> bool:
+        """Always: every type kiln reads (check_tensor_types) dequantizes to float32."""
+        return name in self._tensors
+
     def read(self, name: str) -> np.ndarray:
         """One tensor, dequantized to float32, in Hugging Face's layout."""
         from gguf import GGMLQuantizationType

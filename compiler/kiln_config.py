@@ -4,6 +4,7 @@ compiler/schema/kiln-config.schema.json whenever it is written."""
 from __future__ import annotations
 
 import json
+import math
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import jsonschema
 
 from .checkpoint import Checkpoint
+from .errors import ConfigFieldError
 from .quantize import Quantization
 
 SCHEMA_PATH = Path(__file__).with_name("schema") / "kiln-config.schema.json"
@@ -21,25 +23,57 @@ DTYPE_BYTES = {"float32": 4, "float16": 2}
 SYNTHETIC_MARK = "kiln_synthetic"
 
 
-def _ids(value: Any) -> list[int]:
-    if value is None:
-        return []
-    return [int(v) for v in (value if isinstance(value, list) else [value])]
+def _token_id(value: Any, field: str, source: str, vocab_size: int, *, negative_ok: bool = False) -> int:
+    if type(value) is not int or not (negative_ok or 0 <= value < vocab_size):
+        raise ConfigFieldError(field, f"is {json.dumps(value)[:40]}; it must be a token id from 0 to {vocab_size - 1}",
+                               source=source, fix=f"fix {source} or download the checkpoint again")
+    return value
 
 
 def token_ids(ckpt: Checkpoint) -> dict[str, Any]:
-    """bos / eos / pad ids; generation_config.json wins over config.json, as in transformers."""
-    gen, hf = ckpt.generation_config, ckpt.hf_config
-    eos = _ids(gen.get("eos_token_id", hf.get("eos_token_id")))
-    bos = gen.get("bos_token_id", hf.get("bos_token_id"))
-    pad = gen.get("pad_token_id", hf.get("pad_token_id"))
-    return {"bos_token_id": bos, "eos_token_ids": eos, "stop_token_ids": list(eos), "pad_token_id": pad}
+    """bos / eos / pad ids; generation_config.json wins over config.json, as in transformers.
+    Ids are checked here, where they are read: an id outside the vocabulary would index past the
+    embedding in the runtime."""
+    gen, hf, vocab = ckpt.generation_config, ckpt.hf_config, ckpt.model_config.vocab_size
+
+    def read(key: str, many: bool = False, negative_ok: bool = False):
+        source = "generation_config.json" if key in gen else "config.json"
+        value = gen[key] if key in gen else hf.get(key)
+        if value is None:
+            return [] if many else None
+        if many and isinstance(value, list):
+            return [_token_id(v, key, source, vocab) for v in value]
+        checked = _token_id(value, key, source, vocab, negative_ok=negative_ok)
+        return [checked] if many else checked
+
+    eos = read("eos_token_id", many=True)
+    # Some configs say pad_token_id -1 for "none"; the runtime never feeds the pad id to the model.
+    return {"bos_token_id": read("bos_token_id"), "eos_token_ids": eos, "stop_token_ids": list(eos),
+            "pad_token_id": read("pad_token_id", negative_ok=True)}
+
+
+# generation_config.json field -> (lowest, highest, lowest excluded): the ranges the runtime accepts.
+SAMPLING_RANGES = {"temperature": (0, math.inf, False), "top_p": (0, 1, True), "top_k": (0, math.inf, False),
+                   "repetition_penalty": (0, math.inf, True)}
 
 
 def sampling_defaults(ckpt: Checkpoint) -> dict[str, Any]:
-    gen = ckpt.generation_config
-    return {key: type(default)(gen.get(key) if gen.get(key) is not None else default)
-            for key, default in SAMPLING_DEFAULTS.items()}
+    gen, out = ckpt.generation_config, {}
+    for key, default in SAMPLING_DEFAULTS.items():
+        value = gen.get(key)
+        if value is None:
+            out[key] = default
+            continue
+        low, high, open_low = SAMPLING_RANGES[key]
+        whole = isinstance(default, int)
+        number = type(value) in (int, float) and math.isfinite(value) and (not whole or float(value).is_integer())
+        if not number or not (low < value if open_low else low <= value) or not value <= high:
+            bounds = f"{'above' if open_low else 'at least'} {low}" + (f" and at most {high}" if high < math.inf else "")
+            raise ConfigFieldError(key, f"is {json.dumps(value)[:40]}; it must be a {'whole ' if whole else ''}"
+                                   f"number {bounds}", source="generation_config.json",
+                                   fix="fix generation_config.json or delete the field")
+        out[key] = type(default)(value)
+    return out
 
 
 def estimated_memory(ckpt: Checkpoint, quant: Quantization, weight_bytes: int, context_window: int,

@@ -28,6 +28,7 @@ rendered string where a piece boundary falls inside a run of ordinary text.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 
 from .errors import UnsupportedError
@@ -128,12 +129,18 @@ def _environment(now: datetime.datetime | None):
     return env
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled(template: str, now: datetime.datetime | None):
+    # Deriving a conv_template renders the same template some twenty times; compile it once.
+    return _environment(now).from_string(template)
+
+
 def render_chat_template(tokenizer_config: dict, messages: list[dict], *,
                          add_generation_prompt: bool = True,
                          now: datetime.datetime | None = None) -> str:
     """The checkpoint's chat template rendered as `apply_chat_template(messages, tokenize=False,
     add_generation_prompt=...)` renders it. `now` fixes what strftime_now() sees."""
-    template = _environment(now).from_string(_chat_template(tokenizer_config))
+    template = _compiled(_chat_template(tokenizer_config), now)
     return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
                            tools=None, documents=None, **special_tokens(tokenizer_config))
 
@@ -511,19 +518,6 @@ def tokenizer_info(tokenizer_json: dict | None) -> dict:
     return info
 
 
-def _rope(hf_config: dict) -> tuple[float, dict | None]:
-    """(rope_theta, rope_scaling) from either config form: transformers 4's rope_theta and
-    rope_scaling, or transformers 5's rope_parameters."""
-    params = hf_config.get("rope_parameters") or {}
-    theta = hf_config.get("rope_theta", params.get("rope_theta", 10000.0))
-    scaling = hf_config.get("rope_scaling")
-    if scaling is None and params and params.get("rope_type", "default") != "default":
-        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
-    if scaling is not None and scaling.get("rope_type", scaling.get("type")) == "default":
-        scaling = None
-    return float(theta), scaling
-
-
 def mlc_chat_config(hf_config: dict, *, model_type: str, quantization: str, context_window: int,
                     prefill_chunk: int, sliding_window: int, generation_config: dict,
                     tokenizer_config: dict, tokenizer_files: list[str],
@@ -547,23 +541,24 @@ def mlc_chat_config(hf_config: dict, *, model_type: str, quantization: str, cont
     if prefill_chunk <= 0:
         raise UnsupportedError("set a prefill chunk size larger than 0.")
 
-    theta, rope_scaling = _rope(hf_config)
-    heads = int(hf_config["num_attention_heads"])
-    hidden = int(hf_config["hidden_size"])
+    from .checkpoint import model_config_from_hf
+
+    # The architecture's own parse of config.json (checked, with its defaults), not a second one.
+    _, cfg = model_config_from_hf(hf_config)
     sliding = sliding_window if sliding_window and sliding_window > 0 else -1
     context = -1 if sliding > 0 else int(context_window)
     model_config = {
-        "hidden_size": hidden,
-        "intermediate_size": int(hf_config["intermediate_size"]),
-        "num_attention_heads": heads,
-        "num_key_value_heads": int(hf_config.get("num_key_value_heads") or heads),
-        "head_dim": int(hf_config.get("head_dim") or hidden // heads),
-        "num_hidden_layers": int(hf_config["num_hidden_layers"]),
-        "rms_norm_eps": float(hf_config.get("rms_norm_eps", 1e-6)),
-        "vocab_size": int(hf_config["vocab_size"]),
-        "tie_word_embeddings": bool(hf_config.get("tie_word_embeddings", False)),
-        "position_embedding_base": theta,
-        "rope_scaling": rope_scaling,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": cfg.num_key_value_heads,
+        "head_dim": cfg.head_dim,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "vocab_size": cfg.vocab_size,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "position_embedding_base": cfg.rope_theta,
+        "rope_scaling": cfg.rope_scaling,
         "hidden_act": hf_config.get("hidden_act", "silu"),
         "context_window_size": context,
         "sliding_window_size": sliding,
@@ -587,7 +582,7 @@ def mlc_chat_config(hf_config: dict, *, model_type: str, quantization: str, cont
         "model_type": model_type,
         "quantization": quantization,
         "model_config": model_config,
-        "vocab_size": int(hf_config["vocab_size"]),
+        "vocab_size": cfg.vocab_size,
         "context_window_size": context,
         "sliding_window_size": sliding,
         "prefill_chunk_size": int(prefill_chunk),

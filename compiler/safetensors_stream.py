@@ -32,6 +32,8 @@ _DTYPES = {
     "BOOL": ("bool", 1),
     "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
 }
+# Dtypes a weight may have: `read` widens the first three to float32, returns float64 as stored.
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 # Dtypes `read` returns as stored (explicitly little-endian, as the format stores them).
 _AS_STORED = {"float64": "<f8", "int64": "<i8", "int32": "<i4", "int16": "<i2", "int8": "i1",
               "uint64": "<u8", "uint32": "<u4", "uint16": "<u2", "uint8": "u1", "bool": "?"}
@@ -84,6 +86,10 @@ class CheckpointTensors:
     def nbytes(self, name: str) -> int:
         """Bytes the tensor takes in its file (what reading it costs)."""
         return self._entry(name).nbytes
+
+    def is_float(self, name: str) -> bool:
+        """Whether `read` gives floating-point values (what a model weight must be)."""
+        return self._entry(name).dtype in FLOAT_DTYPES
 
     def read(self, name: str) -> np.ndarray:
         """One tensor: float32 for F32/F16/BF16 data, other dtypes as stored."""
@@ -208,4 +214,16 @@ def _read_header(file: Path) -> dict[str, _Entry]:
             raise corrupt(f"tensor {name} has {end - begin} bytes but shape {shape} of {tag} "
                           f"needs {math.prod(shape) * itemsize}")
         entries[name] = _Entry(file, dtype, tuple(shape), data_start + begin, end - begin)
+    # As the safetensors library requires: tensors tile the data section in order, without gaps or
+    # overlaps. Overlapping tensors would silently share bytes (one weight read as another).
+    position = 0
+    for name, entry in sorted(entries.items(), key=lambda item: (item[1].start, item[1].nbytes)):
+        begin = entry.start - data_start
+        if begin != position:
+            raise corrupt(f"tensor {name} starts at byte {begin} of the data section, where "
+                          f"{'the previous tensor overlaps it' if begin < position else 'it leaves a gap'}"
+                          f" (expected {position})")
+        position = begin + entry.nbytes
+    if position != data_size:
+        raise corrupt(f"the tensors end at byte {position} of a {data_size}-byte data section")
     return entries

@@ -208,8 +208,10 @@ VARIANTS: dict[str, Variant] = {
     "mistral-tiny": Variant(
         description="Mistral shape: GQA 4/2, head_dim 128, sliding window 16, [INST] chat, float16",
         architecture="mistral",
+        # 512 positions: the runtime tests build it with a 512-token context, which kiln build
+        # refuses beyond max_position_embeddings.
         config=dict(TINY, head_dim=128, vocab_size=512, num_attention_heads=4, num_key_value_heads=2,
-                    max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                    max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=False,
                     sliding_window=16, rope_parameters=dict(rope_type="default", rope_theta=10000.0)),
         chat=MISTRAL_CHAT, tokenizer_vocab=512, dtype="float16"),
     "qwen2-tiny": Variant(

@@ -10,6 +10,8 @@ and the native CPU alike.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +20,7 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 
-from compiler.errors import UnsupportedError
+from compiler.errors import ConfigFieldError, UnsupportedError
 
 from .layers import Embedding, Linear, WeightFormat
 
@@ -49,27 +51,44 @@ class LlamaConfig:
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "LlamaConfig":
+        """Every field is checked here, where it is read: presence, JSON type, range and the head
+        arithmetic, so a bad config.json stops the build in its first second (ConfigFieldError)."""
         arch = (hf.get("architectures") or ["LlamaForCausalLM"])[0]
         _require(hf, arch, "hidden_act", ("silu",), default="silu")
-        if hf.get("mlp_bias"):
+        if _flag(hf, "mlp_bias"):
             raise UnsupportedError(f"{arch} with mlp_bias=true is not supported; kiln supports Llama MLPs without bias.")
-        heads = hf["num_attention_heads"]
+        hidden = _integer(hf, "hidden_size")
+        heads = _integer(hf, "num_attention_heads")
+        kv_heads = _integer(hf, "num_key_value_heads", default=heads)
+        if heads % kv_heads:
+            raise ConfigFieldError("num_key_value_heads", f"is {kv_heads}, which does not divide num_attention_heads "
+                                   f"({heads}); grouped-query attention needs a whole number of query heads per "
+                                   "key/value head")
+        head_dim = _integer(hf, "head_dim", default=None)
+        if head_dim is None:  # transformers' default
+            head_dim = hidden // heads
+            if head_dim < 1:
+                raise ConfigFieldError("hidden_size", f"is {hidden}, fewer than num_attention_heads ({heads}), so "
+                                       "the heads have no dimensions")
+        if head_dim % 2:
+            raise ConfigFieldError("head_dim", f"is {head_dim}; rotary position embeddings rotate pairs of "
+                                   "dimensions, so it must be even")
         rope_theta, rope_scaling = _rope(hf, arch)
-        attention_bias = bool(hf.get("attention_bias", False))
+        attention_bias = _flag(hf, "attention_bias")
         return cls(
             architecture=arch,
-            hidden_size=hf["hidden_size"],
-            intermediate_size=hf["intermediate_size"],
-            num_hidden_layers=hf["num_hidden_layers"],
+            hidden_size=hidden,
+            intermediate_size=_integer(hf, "intermediate_size"),
+            num_hidden_layers=_integer(hf, "num_hidden_layers", maximum=MAX_LAYERS),
             num_attention_heads=heads,
-            num_key_value_heads=hf.get("num_key_value_heads") or heads,
-            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-            vocab_size=hf["vocab_size"],
-            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            num_key_value_heads=kv_heads,
+            head_dim=head_dim,
+            vocab_size=_integer(hf, "vocab_size"),
+            rms_norm_eps=_number(hf, "rms_norm_eps", default=1e-6),
             rope_theta=rope_theta,
             rope_scaling=rope_scaling,
-            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            max_position_embeddings=hf.get("max_position_embeddings", 2048),
+            tie_word_embeddings=_flag(hf, "tie_word_embeddings"),
+            max_position_embeddings=_integer(hf, "max_position_embeddings", default=2048),
             qkv_bias=attention_bias,
             o_bias=attention_bias,
         )
@@ -86,11 +105,68 @@ def _require(hf: dict, arch: str, field: str, allowed: tuple, default=None) -> N
         )
 
 
+_REQUIRED = object()
+# Sizes index int32 tensors in TVM; a layer count above any published model's is a typo (and
+# would take hours to unroll).
+MAX_SIZE = 2**31 - 1
+MAX_LAYERS = 1024
+
+
+def _shown(value: Any) -> str:
+    kind = {bool: "a boolean", str: "a string", list: "a list", dict: "an object", float: "a number"}.get(type(value))
+    return f"{json.dumps(value)[:40]} ({kind})" if kind else json.dumps(value)[:40]
+
+
+def _integer(hf: dict, field: str, *, default: Any = _REQUIRED, minimum: int = 1, maximum: int = MAX_SIZE,
+             name: str | None = None) -> Any:
+    """A whole number in [minimum, maximum]; null or absent gives `default` (absent and required: an error)."""
+    value = hf.get(field)
+    name = name or field
+    if value is None:
+        if default is _REQUIRED:
+            raise ConfigFieldError(name, "is missing" if field not in hf else "is null")
+        return default
+    if type(value) is not int:  # bool is an int to Python, not to JSON
+        raise ConfigFieldError(name, f"is {_shown(value)}; it must be a whole number")
+    if not minimum <= value <= maximum:
+        raise ConfigFieldError(name, f"is {value}; it must be between {minimum} and {maximum}")
+    return value
+
+
+def _number(hf: dict, field: str, *, default: Any = _REQUIRED, name: str | None = None) -> float:
+    """A finite number above 0."""
+    value = hf.get(field)
+    name = name or field
+    if value is None:
+        if default is _REQUIRED:
+            raise ConfigFieldError(name, "is missing" if field not in hf else "is null")
+        return default
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ConfigFieldError(name, f"is {_shown(value)}; it must be a finite number")
+    if value <= 0:
+        raise ConfigFieldError(name, f"is {value}; it must be above 0")
+    return float(value)
+
+
+def _flag(hf: dict, field: str, default: bool = False) -> bool:
+    value = hf.get(field)
+    if value is None:
+        return default
+    if type(value) is not bool:
+        raise ConfigFieldError(field, f"is {_shown(value)}; it must be true or false")
+    return value
+
+
 def _rope(hf: dict, arch: str) -> tuple[float, dict | None]:
     """RoPE base and scaling, from transformers 5's `rope_parameters` or the older
     `rope_theta` + `rope_scaling` fields."""
-    params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
-    theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
+    params = hf.get(key) or {}
+    if not isinstance(params, dict):
+        raise ConfigFieldError(key, f"is {_shown(params)}; it must be an object or null")
+    theta = _number(params, "rope_theta", default=None, name=f"{key}.rope_theta")
+    if theta is None:
+        theta = _number(hf, "rope_theta", default=10000.0)
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise UnsupportedError(
@@ -102,7 +178,15 @@ def _rope(hf: dict, arch: str) -> tuple[float, dict | None]:
     missing = [k for k in LLAMA3_ROPE_KEYS if k not in params]
     if missing:
         raise UnsupportedError(f"{arch}'s llama3 rope_scaling lacks {', '.join(missing)}; the config is incomplete.")
-    return theta, {"rope_type": "llama3", **{k: params[k] for k in LLAMA3_ROPE_KEYS}}
+    scaling = {"rope_type": "llama3",
+               **{k: _number(params, k, name=f"{key}.{k}") for k in LLAMA3_ROPE_KEYS[:3]},
+               "original_max_position_embeddings": _integer(params, "original_max_position_embeddings",
+                                                            name=f"{key}.original_max_position_embeddings")}
+    if scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+        # Llama 3 blends between the two wavelength bounds; equal bounds divide by zero.
+        raise ConfigFieldError(f"{key}.high_freq_factor", f"is {scaling['high_freq_factor']}; it must be above "
+                               f"low_freq_factor ({scaling['low_freq_factor']})")
+    return theta, scaling
 
 
 class Attention(nn.Module):

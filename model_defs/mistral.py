@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .llama import LlamaConfig, LlamaForCausalLM, hf_weight_sources
+from .llama import LlamaConfig, LlamaForCausalLM, _integer, hf_weight_sources
 
 
 class MistralConfig(LlamaConfig):
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "MistralConfig":
         cfg = super().from_hf(hf)
-        cfg.sliding_window = hf.get("sliding_window") or None
+        # null or 0: full attention, as transformers reads it.
+        cfg.sliding_window = _integer(hf, "sliding_window", default=None, minimum=0) or None
         return cfg
 
 

@@ -6,13 +6,13 @@ from typing import Any
 
 from compiler.errors import UnsupportedError
 
-from .llama import LlamaConfig, LlamaForCausalLM, hf_weight_sources
+from .llama import LlamaConfig, LlamaForCausalLM, _flag, hf_weight_sources
 
 
 class Qwen2Config(LlamaConfig):
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "Qwen2Config":
-        if hf.get("use_sliding_window"):
+        if _flag(hf, "use_sliding_window"):
             raise UnsupportedError(
                 "Qwen2ForCausalLM with use_sliding_window=true is not supported; kiln supports Qwen2 "
                 "with full attention (use_sliding_window=false)."

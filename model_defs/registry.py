@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from compiler.errors import UnsupportedError
+from compiler.errors import ConfigFieldError, UnsupportedError
 
 from . import llama, mistral, qwen2
 
@@ -29,6 +29,9 @@ ARCHITECTURES: dict[str, Family] = {
 
 def family_for(hf_config: dict[str, Any]) -> Family:
     names = hf_config.get("architectures") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ConfigFieldError("architectures", f"is {str(names)[:60]!r}; it must be a list of class names such as "
+                               '["LlamaForCausalLM"]')
     for name in names:
         if name in ARCHITECTURES:
             return ARCHITECTURES[name]

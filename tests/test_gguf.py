@@ -126,9 +126,10 @@ VOCABS = {"byte_level": _byte_level_vocab, "sentencepiece": _sentencepiece_vocab
 
 
 def write_tiny_gguf(path, *, arch: str = "llama", types: dict[str, str] | None = None, vocab: str = "byte_level",
-                    seed: int = 0):
+                    seed: int = 0, heads: int = TINY["heads"]):
     """A tiny llama GGUF as llama.cpp lays one out (random weights of TINY_TYPES, or `types` where
-    given), with an [INST] chat template and the tokenizer `vocab` names (VOCABS)."""
+    given), with an [INST] chat template and the tokenizer `vocab` names (VOCABS); `heads` may
+    misstate the query head count."""
     import gguf
 
     from compiler.synthetic import LLAMA2_CHAT
@@ -142,7 +143,7 @@ def write_tiny_gguf(path, *, arch: str = "llama", types: dict[str, str] | None =
     writer.add_context_length(TINY["context"])
     writer.add_embedding_length(TINY["hidden"])
     writer.add_feed_forward_length(TINY["intermediate"])
-    writer.add_head_count(TINY["heads"])
+    writer.add_head_count(heads)
     writer.add_head_count_kv(TINY["kv_heads"])
     writer.add_rope_dimension_count(TINY["head_dim"])
     writer.add_layer_norm_rms_eps(1e-5)
@@ -439,6 +440,15 @@ def test_unsupported_architecture(tmp_path, capsys):
     other = write_tiny_gguf(tmp_path / "other.gguf", arch="gpt2")
     err = _build_error(capsys, other, tmp_path)
     assert err.startswith("error[unsupported]: ") and "'gpt2'" in err and "architecture llama" in err
+
+
+def test_zero_heads(tmp_path, capsys):
+    # Before: accepted as a config, failing later inside the compiler.
+    zero = write_tiny_gguf(tmp_path / "zero-heads.gguf", heads=0)
+    err = _build_error(capsys, zero, tmp_path)
+    assert err.startswith("error[checkpoint]: zero-heads.gguf's metadata llama.attention.head_count "
+                          "(config field num_attention_heads) is 0"), err
+    assert "download or convert it again" in err
 
 
 def test_unsupported_tensor_type(tmp_path, capsys):

@@ -95,7 +95,8 @@ def _raw_file(path, header: bytes, data: bytes = b"", length=None):
 
 
 @pytest.mark.parametrize("case", ["short", "huge_length", "not_json", "not_object",
-                                  "offsets_past_end", "size_mismatch", "no_dtype"])
+                                  "offsets_past_end", "size_mismatch", "no_dtype",
+                                  "overlapping", "gap", "trailing_bytes"])
 def test_corrupt_header(tmp_path, case):
     path = tmp_path / "model.safetensors"
     good = {"t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
@@ -115,6 +116,12 @@ def test_corrupt_header(tmp_path, case):
     elif case == "no_dtype":
         _raw_file(path, json.dumps({"t": {"shape": [2], "data_offsets": [0, 8]}}).encode(),
                   bytes(8))
+    elif case == "overlapping":  # the safetensors library refuses it; two weights sharing bytes
+        _raw_file(path, json.dumps({**good, "u": good["t"]}).encode(), bytes(16))
+    elif case == "gap":
+        _raw_file(path, json.dumps({"t": {**good["t"], "data_offsets": [8, 16]}}).encode(), bytes(16))
+    elif case == "trailing_bytes":
+        _raw_file(path, json.dumps(good).encode(), bytes(12))
     with pytest.raises(CheckpointError, match="corrupt safetensors header") as info:
         CheckpointTensors(tmp_path)
     assert "model.safetensors" in str(info.value)
