@@ -88,21 +88,27 @@ def q0f32_bundle(smollm2_gguf, tmp_path_factory):
     return bundle
 
 
-def teacher_force(bundle: Path, backend: str, jobs: list[dict]) -> list[dict]:
-    """[{top1, margin}] per job: WASM in Node, WebGPU in Chromium."""
+def run_harness(bundle: Path, backend: str, node_script: Path, page_function: str, payload: list, timeout_s: int) -> dict:
+    """One harness call on `bundle`: WASM through `node_script` in Node, WebGPU through
+    `window[page_function]` in Chromium. Both take (bundle URL, backend, payload)."""
     if backend == "wasm":
         with StaticServer({"/bundle/": bundle}) as server:
-            proc = subprocess.run([toolchain.find_tool("node"), str(NODE_TEACHER), str(KILN_MJS), f"{server.url}/bundle/"],
-                                  input=json.dumps(jobs), capture_output=True, text=True, timeout=900)
+            proc = subprocess.run([toolchain.find_tool("node"), str(node_script), str(KILN_MJS), f"{server.url}/bundle/"],
+                                  input=json.dumps(payload), capture_output=True, text=True, timeout=timeout_s)
         assert proc.returncode == 0, proc.stderr[-3000:]
         out = json.loads(proc.stdout)
     else:
         mounts = {"/": HARNESS_DIR, "/kiln/": toolchain.REPO_ROOT / "runtime_web" / "dist", "/bundle/": bundle}
         out = call_in_chromium(mounts, "engine.html", "window.kilnReady === true",
-                               "([url, backend, jobs]) => window.kilnTeacherForce(url, backend, jobs)",
-                               ["/bundle/", backend, jobs], timeout_s=900)
-    assert out["backend"] == backend
-    return out["results"]
+                               f"([url, backend, payload]) => window.{page_function}(url, backend, payload)",
+                               ["/bundle/", backend, payload], timeout_s=timeout_s)
+    assert out.get("backend") == backend, out
+    return out
+
+
+def teacher_force(bundle: Path, backend: str, jobs: list[dict]) -> list[dict]:
+    """[{top1, margin}] per job."""
+    return run_harness(bundle, backend, NODE_TEACHER, "kilnTeacherForce", jobs, 900)["results"]
 
 
 @pytest.fixture(scope="module")
@@ -157,18 +163,7 @@ def test_wasm_and_webgpu_kernels_agree(forced, capsys):
 
 def chat_reply(bundle: Path, backend: str, messages: list[dict], max_tokens: int) -> str:
     steps = [{"api": "chat", "request": {"messages": messages, "temperature": 0, "max_tokens": max_tokens}}]
-    if backend == "wasm":
-        with StaticServer({"/bundle/": bundle}) as server:
-            proc = subprocess.run([toolchain.find_tool("node"), str(NODE_CHAT), str(KILN_MJS), f"{server.url}/bundle/"],
-                                  input=json.dumps(steps), capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        out = json.loads(proc.stdout)
-    else:
-        mounts = {"/": HARNESS_DIR, "/kiln/": toolchain.REPO_ROOT / "runtime_web" / "dist", "/bundle/": bundle}
-        out = call_in_chromium(mounts, "engine.html", "window.kilnReady === true",
-                               "([url, backend, steps]) => window.kilnChat(url, backend, steps)",
-                               ["/bundle/", backend, steps], timeout_s=600)
-    assert out.get("backend") == backend, out
+    out = run_harness(bundle, backend, NODE_CHAT, "kilnChat", steps, 600)
     return out["results"][0]["choices"][0]["message"]["content"]
 
 
