@@ -351,6 +351,7 @@ print(sum(tensors.read(name).size for name in tensors.names()))
 def test_tiny_gguf_bundle_greedy_equals_transformers(tiny_gguf, tmp_path, capsys):
     """A q0f32 bundle of the multi-type file, run on WASM in Node, decodes transformers' tokens."""
     import torch
+    from greedy_runs import kiln_node_greedy, transformers_greedy
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from compiler.build import BuildOptions, build_bundle
@@ -365,20 +366,13 @@ def test_tiny_gguf_bundle_greedy_equals_transformers(tiny_gguf, tmp_path, capsys
     prompt = tok.apply_chat_template([{"role": "user", "content": "Why does glaze crack in a kiln?"}],
                                      add_generation_prompt=True, return_dict=True)["input_ids"]
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
-    steps = 16
-    with torch.no_grad():
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=steps, do_sample=False, eos_token_id=None,
-                             pad_token_id=0, output_logits=True, return_dict_in_generate=True)
-    proc = subprocess.run([toolchain.find_tool("node"), str(HARNESS / "node_generate.mjs"), str(toolchain.tvmjs_bundle()),
-                           str(KILN_MJS), str(bundle)], input=json.dumps({"prompt": prompt, "steps": steps}),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
-    diff = np.abs(np.array(result["prefillLogits"]) - out.logits[0][0].numpy()).max()
+    ref_tokens, ref_logits = transformers_greedy(model, prompt, 16)
+    tokens, logits = kiln_node_greedy(bundle, prompt, 16)
+    diff = np.abs(logits - ref_logits).max()
     with capsys.disabled():
         print(f"\n[gguf tiny bundle] prompt {len(prompt)} tokens, prefill max|diff| {diff:.1e}")
     assert diff <= 1e-3
-    assert result["tokens"] == out.sequences[0, len(prompt):].tolist()
+    assert tokens == ref_tokens
 
 
 def test_unpermute_inverts_llama_cpp_permutation():
