@@ -2,8 +2,9 @@
 Chromium: the same requests in the same page give the same replies through the worker as from the
 in-page engine (greedy stream deltas, non-streaming completion, text completions, queued concurrent
 requests, a follow-up turn); a page-side AbortSignal aborts a long stream inside the worker with an
-AbortError and the engine then serves the next request; a bad field comes back as the same
-invalid_request error; load progress reaches the page; a load-time signal aborts loading."""
+AbortError and the engine then serves the next request; a `for await` loop left with break stops
+generation (in the page and in the worker) and the next request runs at once; a bad field comes back
+as the same invalid_request error; load progress reaches the page; a load-time signal aborts loading."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def steps_for(bundle, backend):
         "aborted": {"api": "chat", "request": {"messages": TURN1, "stream": True, "temperature": 0, "max_tokens": LONG,
                                                "logit_bias": no_stop}, "abortAfterChunks": 3},
         "next": {"api": "chat", "request": {"messages": TURN2, **GREEDY}},
+        "broken": {"api": "chat", "request": {"messages": TURN1, "stream": True, "temperature": 0, "max_tokens": LONG,
+                                              "logit_bias": no_stop}, "breakAfterChunks": 3, "reset": True},
         "text": {"api": "text", "request": {"prompt": "A kiln is", "stream": True, **GREEDY}, "reset": True},
         "invalid": {"api": "chat", "request": {"messages": TURN1, "temprature": 0}},
         "concurrent": {"concurrent": [
@@ -105,6 +108,13 @@ def test_worker_engine_matches_in_page_engine(backend, bundle, capsys):
     # 4. The engine serves the next request (a follow-up turn reusing the cache) as the page's does.
     assert comparable(worker["next"]) == comparable(page["next"])
     assert worker["next"]["usage"]["extra"]["prefill_tokens"] < worker["next"]["usage"]["prompt_tokens"]
+
+    # 4b. break in for await: the in-page engine's model stops at once (it ran to LONG tokens before
+    # the stream iterator had return()), and in both engines the next request is served.
+    for engine, result in (("page", page["broken"]), ("worker", worker["broken"])):
+        assert "error" not in result, (engine, result)
+        assert len(result["chunks"]) == 3 and result["next"]["usage"]["completion_tokens"] == 1, (engine, result)
+    assert page["broken"]["decodesAfterBreak"] <= 1, page["broken"]["decodesAfterBreak"]
 
     # 5. completions.create streams the same text deltas.
     if "text" in steps:

@@ -1,5 +1,5 @@
 // Node driver of kiln's engine:
-//   node node_chat.mjs KILN_MJS BUNDLE_URL [wasm|webgpu|auto] < [{"api": "chat"|"text", "request": {...}}, ...]
+//   node node_chat.mjs KILN_MJS BUNDLE_URL [wasm|webgpu|auto] [ENGINE_OPTIONS_JSON] < [{"api": "chat"|"text", "request": {...}}, ...]
 // runs the requests in order on one engine and prints one JSON result per request: the completion,
 // or for stream requests {chunks: [...]}, or {error: {name, code, message}}. The backend defaults
 // to wasm; webgpu and auto first give Node WebGPU through the npm package `webgpu` (Dawn on Vulkan;
@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { runSteps } from "./run_steps.mjs";
 
-const [kilnPath, bundleUrl, backend = "wasm"] = process.argv.slice(2);
+const [kilnPath, bundleUrl, backend = "wasm", engineOptions = "{}"] = process.argv.slice(2);
 if (!["wasm", "webgpu", "auto"].includes(backend)) {
   process.stderr.write(`node_chat.mjs: backend must be wasm, webgpu or auto, got ${JSON.stringify(backend)}\n`);
   process.exit(64);
@@ -22,7 +22,7 @@ if (backend !== "wasm") await kiln.installNodeWebGPU();
 const progress = [];
 let engine;
 try {
-  engine = await kiln.createEngine(bundleUrl, { backend, onProgress: (p) => progress.push(p) });
+  engine = await kiln.createEngine(bundleUrl, { ...JSON.parse(engineOptions), backend, onProgress: (p) => progress.push(p) });
 } catch (err) {
   if (!(err instanceof kiln.EngineError || err instanceof kiln.LoadError)) throw err;
   process.stdout.write(JSON.stringify({ error: { name: err.name, code: err.code, message: err.message } }));

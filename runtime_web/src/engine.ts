@@ -1,11 +1,14 @@
 // The engine: load a kiln bundle, pick a backend, and serve OpenAI-shaped chat.completions and
 // completions requests one at a time (concurrent requests queue; none is dropped).
 
-import { chatTemplateTokens, renderChatTemplate } from "./chat_template";
+import { chatPromptIds } from "./chat_prompt";
+import { chatTemplateTokens, ChatMessage, renderChatTemplate } from "./chat_template";
+import { describeRuntimeFailure, EngineError } from "./errors";
 import { AbortError, FinishReason, generate, GenerationStats, KvTokens } from "./generate";
-import { CacheMode, LoadProgress, openBundle } from "./loader";
+import { CacheMode, LoadError, LoadProgress, openBundle } from "./loader";
 import { Backend, KilnModel } from "./model";
 import { validateSamplingParams } from "./sampler";
+import { StopStringMatcher } from "./stop_strings";
 import { Tokenizer } from "./tokenizer";
 import * as bundledTvmjs from "kiln-tvmjs";
 
@@ -16,16 +19,22 @@ export interface EngineOptions {
   cache?: CacheMode;
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
+  /**
+   * A weight shard download that receives no bytes for this long fails with LoadError "timeout"
+   * (default 30000 ms); shards already verified into the cache are not downloaded again on retry.
+   */
+  stallTimeoutMs?: number;
+  /**
+   * Encode special-token strings inside chat messages (e.g. a pasted "<|im_end|>") as special
+   * tokens, as the raw rendered prompt would be. Default false: only the chat template's own markup
+   * produces special tokens, so message text cannot forge role boundaries.
+   */
+  allowSpecialTokensInContent?: boolean;
   /** A tvmjs runtime module to use instead of the one built into kiln (for testing a tvmjs build). */
   tvmjs?: any;
 }
 
-export class EngineError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = "EngineError";
-  }
-}
+export { EngineError };
 
 const CHAT_FIELDS = new Set(["messages", "model", "stream", "temperature", "top_p", "top_k", "max_tokens", "stop",
   "seed", "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias", "n", "stream_options"]);
@@ -91,31 +100,48 @@ export class Engine {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly kv = new KvTokens();
   private readonly template: string | null;
+  private readonly templateTokens: object;
+  private unloaded = false;
 
-  constructor(readonly model: KilnModel, readonly tokenizer: Tokenizer, private readonly bundle: any,
-              readonly backend: Backend) {
+  /** `bundle` needs only `config` and `tokenizerConfig`; the engine keeps nothing else of it. */
+  constructor(readonly model: KilnModel, readonly tokenizer: Tokenizer,
+              bundle: { config: any; tokenizerConfig: any }, readonly backend: Backend,
+              private readonly options: { allowSpecialTokensInContent?: boolean } = {}) {
+    this.config = bundle.config;
     this.template = bundle.config.chat_template ?? null;
+    this.templateTokens = chatTemplateTokens(bundle.tokenizerConfig ?? {});
   }
+
+  /** kiln-config.json of the bundle. */
+  readonly config: any;
 
   resetChat(): void {
     this.model.reset();
     this.kv.tokens = [];
   }
 
+  /**
+   * Frees the model (WebAssembly memory, weights, KV cache, GPU device); running and queued
+   * requests then fail, and new ones are refused with EngineError "not_loaded".
+   */
   unload(): void {
+    this.unloaded = true;
+    this.kv.tokens = [];
     this.model.dispose();
   }
 
   private promptIds(req: any, kind: "chat" | "text"): number[] {
     if (kind === "text") {
       if (typeof req.prompt !== "string") invalid("prompt", "must be a string");
+      // A raw prompt is the caller's own formatting, special tokens included.
       return this.tokenizer.encode(req.prompt, { addSpecialTokens: true });
     }
     checkMessages(req.messages);
-    if (!this.template) throw new EngineError("no_chat_template", "this bundle has no chat template; use completions.create with a raw prompt");
-    const text = renderChatTemplate(this.template, { ...chatTemplateTokens(this.bundle.tokenizerConfig),
-      messages: req.messages, addGenerationPrompt: true });
-    return this.tokenizer.encode(text, { addSpecialTokens: false });
+    const template = this.template;
+    if (!template) throw new EngineError("no_chat_template", "this bundle has no chat template; use completions.create with a raw prompt");
+    const render = (messages: ChatMessage[]) =>
+      renderChatTemplate(template, { ...this.templateTokens, messages, addGenerationPrompt: true });
+    return chatPromptIds(this.tokenizer, render, req.messages, this.options.allowSpecialTokensInContent === true, template);
   }
 
   /** Validation errors reject the returned promise, as OpenAI's client does. */
@@ -128,15 +154,20 @@ export class Engine {
   }
 
   private start(req: any, kind: "chat" | "text", signal?: AbortSignal): Promise<any> {
+    if (this.unloaded) throw new EngineError("not_loaded", "this engine was unloaded; create a new one with createEngine");
     checkFields(req, kind === "chat" ? CHAT_FIELDS : COMPLETION_FIELDS);
-    const config = this.bundle.config;
+    const config = this.config;
+    // Everything a request can get wrong is checked here, before it queues or prefills: the
+    // sampler (logit_bias ids against the model's vocabulary) and the stop strings.
     let sampling;
     try {
       sampling = validateSamplingParams({ ...config.sampling, ...pick(req, ["temperature", "top_p", "top_k",
-        "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias", "seed"]) });
+        "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias", "seed"]) },
+        config.model_config.vocab_size);
     } catch (err) {
       throw new EngineError("invalid_request", (err as Error).message);
     }
+    if (signal != null && typeof (signal as any).addEventListener !== "function") invalid("signal", "must be an AbortSignal");
     const promptIds = this.promptIds(req, kind);
     const window = config.context_window_size;
     // Without a sliding window the KV cache holds at most `window` tokens: a prompt or a max_tokens
@@ -151,6 +182,11 @@ export class Engine {
     }
     const maxTokens = req.max_tokens ?? (bounded ? window - promptIds.length : window);
     const stop = req.stop == null ? [] : typeof req.stop === "string" ? [req.stop] : req.stop;
+    try {
+      new StopStringMatcher(stop); // eslint-disable-line no-new
+    } catch (err) {
+      throw new EngineError("invalid_request", (err as Error).message);
+    }
     const genReq = { promptIds, sampling, maxTokens, stop, stopTokenIds: config.tokens.stop_token_ids,
                      signal };
     const meta = { id: `kiln-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`,
@@ -166,6 +202,11 @@ export class Engine {
     });
   }
 
+  /**
+   * A streamed reply: an async iterable whose iterator is also its own iterable. Generation starts
+   * when iteration starts. Leaving a `for await` early (break, return, throw) calls return(), which
+   * stops generating at the next token and frees the engine for the next request.
+   */
   private stream(genReq: any, meta: any): AsyncIterable<any> {
     const engine = this;
     return {
@@ -174,33 +215,62 @@ export class Engine {
         let done = false;
         let wake: (() => void) | null = null;
         let failure: unknown = null;
-        const push = (c: any) => { chunks.push(c); wake?.(); };
+        // The request's own signal, or the consumer leaving early, stops generation.
+        const stop = new AbortController();
+        const onAbort = () => stop.abort();
+        genReq.signal?.addEventListener("abort", onAbort);
+        if (genReq.signal?.aborted) stop.abort();
+        let returned = false;
+        const push = (c: any) => { if (!returned) chunks.push(c); wake?.(); };
         engine.serialize(async () => {
           const stats = emptyStats();
-          const it = generate(engine.model, engine.tokenizer, engine.kv, genReq, stats);
+          const it = generate(engine.model, engine.tokenizer, engine.kv, { ...genReq, signal: stop.signal }, stats);
           if (meta.kind === "chat") push(chunkObject(meta, { role: "assistant", content: "" }, null));
           let step = await it.next();
           while (!step.done) { push(chunkObject(meta, step.value, null)); step = await it.next(); }
           push({ ...chunkObject(meta, meta.kind === "chat" ? {} : "", step.value as FinishReason), usage: usageObject(stats) });
-        }).catch((err) => { failure = err; }).finally(() => { done = true; wake?.(); });
-        return {
-          async next() {
+        }).catch((err) => { failure = err; }).finally(() => {
+          done = true;
+          genReq.signal?.removeEventListener("abort", onAbort);
+          wake?.();
+        });
+        const iterator = {
+          async next(): Promise<IteratorResult<any>> {
             while (chunks.length === 0 && !done) await new Promise<void>((r) => { wake = r; });
             wake = null;
             if (chunks.length) return { value: chunks.shift(), done: false };
-            if (failure) throw failure;
+            const err = failure;
+            failure = null;
+            if (err) throw err;
             return { value: undefined, done: true };
           },
+          async return(): Promise<IteratorResult<any>> {
+            // The consumer is gone: stop generating (the AbortError that ends the job is nobody's).
+            returned = true;
+            if (!done) stop.abort();
+            chunks.length = 0;
+            failure = null;
+            return { value: undefined, done: true };
+          },
+          [Symbol.asyncIterator]() { return iterator; },
         };
+        return iterator;
       },
     };
   }
 
-  /** Run one request at a time, in arrival order. */
+  /** Run one request at a time, in arrival order; a failure inside the runtime becomes an EngineError. */
   private serialize<T>(job: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(job, job);
+    const guarded = () => job().catch((err) => { throw this.runtimeError(err); });
+    const run = this.queue.then(guarded, guarded);
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  private runtimeError(err: unknown): unknown {
+    if (err instanceof AbortError || err instanceof EngineError || err instanceof LoadError) return err;
+    if (this.unloaded) return new EngineError("not_loaded", "this engine was unloaded while the request ran; create a new one with createEngine");
+    return new EngineError("model_failed", `the model failed while generating: ${describeRuntimeFailure(err)}; unload the engine and create a new one`, { cause: err });
   }
 }
 
@@ -243,18 +313,44 @@ function chunkObject(meta: any, delta: any, finish: FinishReason | null): any {
            model: meta.model, choices: [choice] };
 }
 
+/**
+ * Load the bundle at `bundleUrl` and give an engine. Every failure is a LoadError (fetching,
+ * verifying or validating the bundle; "aborted" on options.signal) or an EngineError with a code
+ * (no usable backend, a WebGPU adapter lacking a feature, "model_init_failed" when the runtime
+ * cannot set the model up). Nothing stays allocated after a failure.
+ */
 export async function createEngine(bundleUrl: string, options: EngineOptions = {}): Promise<Engine> {
-  const tvmjs = options.tvmjs ?? bundledTvmjs;
-  const bundle = await openBundle(bundleUrl, { cache: options.cache, onProgress: options.onProgress,
-                                              signal: options.signal });
-  const { backend, gpuDevice } = await pickBackend(options.backend ?? "auto", bundle.config, tvmjs);
-  const model = await KilnModel.load({
-    tvmjs, library: await bundle.library(backend), config: bundle.config,
-    tensorCache: bundle.tensorCache, shardBytes: (i) => bundle.shardBytes(i), backend, gpuDevice,
-    onShardUploaded: (i) => bundle.shardUploaded(i),
-  });
-  const tokenizer = Tokenizer.fromJSON(bundle.tokenizerJson, bundle.tokenizerConfig);
-  return new Engine(model, tokenizer, bundle, backend);
+  let gpuDevice: any;
+  let model: KilnModel | undefined;
+  try {
+    const tvmjs = options.tvmjs ?? bundledTvmjs;
+    const bundle = await openBundle(bundleUrl, { cache: options.cache, onProgress: options.onProgress,
+                                                signal: options.signal, stallTimeoutMs: options.stallTimeoutMs });
+    let tokenizer: Tokenizer;
+    try {
+      tokenizer = Tokenizer.fromJSON(bundle.tokenizerJson, bundle.tokenizerConfig);
+    } catch (err) {
+      throw new LoadError("bad_bundle", `tokenizer.json of ${bundle.url} cannot be read: ${(err as Error)?.message ?? err}; rebuild the bundle with \`kiln build\``, { cause: err });
+    }
+    const picked = await pickBackend(options.backend ?? "auto", bundle.config, tvmjs);
+    gpuDevice = picked.gpuDevice;
+    const library = await bundle.library(picked.backend);
+    if (options.signal?.aborted) throw new LoadError("aborted", "loading the bundle was aborted");
+    const owned = gpuDevice;
+    gpuDevice = undefined; // KilnModel.load owns it from here, and destroys it if it fails
+    model = await KilnModel.load({
+      tvmjs, library, config: bundle.config,
+      tensorCache: bundle.tensorCache, shardBytes: (i) => bundle.shardBytes(i), backend: picked.backend, gpuDevice: owned,
+      onShardUploaded: (i) => bundle.shardUploaded(i),
+    });
+    return new Engine(model, tokenizer, bundle, picked.backend,
+                      { allowSpecialTokensInContent: options.allowSpecialTokensInContent });
+  } catch (err) {
+    gpuDevice?.destroy?.();
+    model?.dispose();
+    if (err instanceof LoadError || err instanceof EngineError) throw err;
+    throw new EngineError("load_failed", `creating the engine failed: ${describeRuntimeFailure(err)}`, { cause: err });
+  }
 }
 
 export { AbortError };

@@ -1,6 +1,7 @@
 // kiln's web runtime, one ES module: createEngine(bundleUrl, { tvmjs, backend, cache, onProgress })
 // gives an OpenAI-shaped engine (chat.completions.create, completions.create) over a kiln bundle.
 export { createEngine, Engine, EngineError, AbortError } from "./engine";
+export { chatPromptIds } from "./chat_prompt";
 export type { EngineOptions } from "./engine";
 export { createWorkerEngine, WorkerEngine } from "./worker_engine";
 export type { WorkerEngineOptions, WorkerLike } from "./worker_engine";

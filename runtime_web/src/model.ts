@@ -2,6 +2,8 @@
 // paged KV cache, and the three steps the engine needs (prefill a prompt, decode one token, reset).
 // The tvmjs module is passed in, so the same code serves Node and the browser.
 
+import { describeRuntimeFailure, EngineError } from "./errors";
+
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Tvmjs = any;
 
@@ -38,24 +40,54 @@ export interface ModelConfig {
 
 const PAGE_SIZE = 16;
 
+const PROCESS_EVENTS = ["uncaughtException", "unhandledRejection"] as const;
+
+/**
+ * Runs `create` and removes the `process` listeners it added. tvmjs's emscripten glue, when it
+ * runs in Node, installs an uncaughtException and an unhandledRejection listener per instance;
+ * they rethrow everything (changing how the host process handles its own errors) and keep the
+ * instance's WebAssembly memory reachable forever, so every load leaked its whole heap.
+ */
+function withoutProcessListeners<T>(create: () => T): T {
+  const proc = (globalThis as any).process;
+  if (typeof proc?.listeners !== "function" || typeof proc?.removeListener !== "function") return create();
+  const before = PROCESS_EVENTS.map((event) => new Set(proc.listeners(event)));
+  try {
+    return create();
+  } finally {
+    PROCESS_EVENTS.forEach((event, i) => {
+      for (const listener of proc.listeners(event)) if (!before[i].has(listener)) proc.removeListener(event, listener);
+    });
+  }
+}
+
 export class KilnModel {
   /** Tokens in the KV cache, i.e. the length of the sequence so far. */
   length = 0;
   private kv: any = null;
+  // Set to null by dispose(), so that an unloaded model that is still referenced (an Engine the
+  // caller keeps) no longer holds the WebAssembly memory, the weights or the GPU device.
+  private tvm: any;
+  private device: any;
+  private vm: any;
+  private params: any;
+  private gpuDevice: any;
 
-  private constructor(
-    private readonly tvm: any,
-    private readonly tvmjs: Tvmjs,
-    private readonly device: any,
-    private readonly vm: any,
-    private readonly params: any,
-    readonly config: ModelConfig,
-    readonly backend: Backend,
-  ) {}
+  private constructor(tvm: any, device: any, vm: any, params: any, gpuDevice: any,
+                      readonly config: ModelConfig, readonly backend: Backend) {
+    this.tvm = tvm;
+    this.device = device;
+    this.vm = vm;
+    this.params = params;
+    this.gpuDevice = gpuDevice;
+  }
 
   /**
    * Instantiate the library and upload the weights. `shardBytes(i)` returns shard i of the tensor
-   * cache (already verified by the loader); `gpuDevice` is a GPUDevice for the webgpu backend.
+   * cache (already verified by the loader); `gpuDevice` is a GPUDevice for the webgpu backend, which
+   * the model owns from then on (dispose() destroys it). A failure inside the runtime (a tvmjs exit or
+   * abort, e.g. a KV cache too large for memory) is EngineError "model_init_failed"; errors of
+   * `shardBytes` (LoadErrors) pass through unchanged. Either way nothing stays allocated.
    */
   static async load(opts: {
     tvmjs: Tvmjs;
@@ -69,35 +101,65 @@ export class KilnModel {
     log?: (msg: string) => void;
   }): Promise<KilnModel> {
     const { tvmjs, backend } = opts;
-    const tvm = await tvmjs.instantiate(opts.library, tvmjs.createPolyfillWASI(), opts.log ?? (() => {}));
-    let device = tvm.cpu();
-    if (backend === "webgpu") {
-      tvm.initWebGPU(opts.gpuDevice);
-      device = tvm.webgpu();
-    }
-    tvm.beginScope();
-    const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(device));
-    if (backend === "webgpu") {
-      await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
-    }
-    const names: string[] = [];
-    for (let i = 0; i < opts.tensorCache.records.length; i++) {
-      const shard = opts.tensorCache.records[i];
-      const bytes = await opts.shardBytes(i);
-      for (const rec of shard.records) {
-        const tensor = tvm.detachFromCurrentScope(tvm.empty(rec.shape, rec.dtype, device));
-        tensor.copyFromRawBytes(bytes.subarray(rec.byteOffset, rec.byteOffset + rec.nbytes));
-        tvm.tensorCacheUpdate(rec.name, tensor, false);
-        names.push(rec.name);
+    let tvm: any = null;
+    let stage = "instantiating the kernel library";
+    try {
+      const wasi = withoutProcessListeners(() => tvmjs.createPolyfillWASI());
+      tvm = await tvmjs.instantiate(opts.library, wasi, opts.log ?? (() => {}));
+      let device = tvm.cpu();
+      if (backend === "webgpu") {
+        stage = "initialising WebGPU";
+        tvm.initWebGPU(opts.gpuDevice);
+        device = tvm.webgpu();
       }
-      if (backend === "webgpu") await device.sync();
-      opts.onShardUploaded?.(i);
+      tvm.beginScope();
+      stage = "creating the virtual machine";
+      const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(device));
+      if (backend === "webgpu") {
+        stage = "compiling the WebGPU pipelines";
+        await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
+      }
+      const names: string[] = [];
+      for (let i = 0; i < opts.tensorCache.records.length; i++) {
+        const shard = opts.tensorCache.records[i];
+        const bytes = await opts.shardBytes(i);
+        stage = `uploading the weights of ${shard.dataPath}`;
+        for (const rec of shard.records) {
+          const tensor = tvm.detachFromCurrentScope(tvm.empty(rec.shape, rec.dtype, device));
+          tensor.copyFromRawBytes(bytes.subarray(rec.byteOffset, rec.byteOffset + rec.nbytes));
+          tvm.tensorCacheUpdate(rec.name, tensor, false);
+          names.push(rec.name);
+        }
+        if (backend === "webgpu") await device.sync();
+        opts.onShardUploaded?.(i);
+      }
+      stage = "collecting the weights";
+      const params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(names));
+      tvm.endScope();
+      const model = new KilnModel(tvm, device, vm, params, opts.gpuDevice ?? null, opts.config, backend);
+      stage = `creating the KV cache for a context window of ${opts.config.context_window_size} tokens`;
+      model.reset();
+      return model;
+    } catch (err) {
+      try {
+        tvm?.dispose();
+      } catch {
+        // An instance that exited or aborted may fail to dispose; it is dropped all the same.
+      }
+      (opts.gpuDevice as any)?.destroy?.();
+      if (err instanceof Error && typeof (err as any).code === "string") throw err; // LoadError, EngineError
+      const hint = stage.startsWith("creating the KV cache")
+        ? "the context window may not fit in memory: rebuild the bundle with a smaller --context-window"
+        : "the bundle's kernel library may be damaged or built for another runtime: rebuild it with kiln build";
+      throw new EngineError("model_init_failed",
+        `setting up the model on ${backend} failed while ${stage}: ${describeRuntimeFailure(err)}; ${hint}`, { cause: err });
     }
-    const params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(names));
-    tvm.endScope();
-    const model = new KilnModel(tvm, tvmjs, device, vm, params, opts.config, backend);
-    model.reset();
-    return model;
+  }
+
+  /** The tvmjs instance, or EngineError "not_loaded" after dispose(). */
+  private live(): any {
+    if (this.tvm === null) throw new EngineError("not_loaded", "this model was unloaded; create a new engine to run it again");
+    return this.tvm;
   }
 
   private get window(): number {
@@ -106,7 +168,7 @@ export class KilnModel {
 
   /** Drop the conversation: a fresh KV cache holding one empty sequence. */
   reset(): void {
-    const tvm = this.tvm;
+    const tvm = this.live();
     tvm.beginScope();
     this.kv?.dispose();
     const window = this.window;
@@ -135,7 +197,7 @@ export class KilnModel {
   rollBack(n: number): void {
     if (n === 0) return;
     if (!this.canRollBack(n)) throw new Error(`cannot roll back ${n} of ${this.length} tokens`);
-    const tvm = this.tvm;
+    const tvm = this.live();
     tvm.beginScope();
     try {
       tvm.getGlobalFunc("vm.builtin.kv_state_popn")(this.kv, tvm.scalar(0, "int64"), tvm.scalar(n, "int32"));
@@ -180,7 +242,7 @@ export class KilnModel {
 
   /** One forward pass: `decode` for a single token, `prefill` for more. */
   private async step(ids: number[]): Promise<Float32Array> {
-    const tvm = this.tvm;
+    const tvm = this.live();
     const hidden = this.config.model_config.hidden_size;
     tvm.beginScope();
     try {
@@ -202,10 +264,27 @@ export class KilnModel {
     }
   }
 
+  /** Whether dispose() has run. */
+  get disposed(): boolean {
+    return this.tvm === null;
+  }
+
+  /**
+   * Frees everything the model holds: the KV cache, weights, VM and tvmjs instance (with its
+   * WebAssembly memory), and destroys the GPU device. Safe to call twice.
+   */
   dispose(): void {
-    this.kv?.dispose();
-    this.params.dispose();
-    this.vm.dispose();
-    this.tvm.dispose();
+    const { tvm, kv, params, vm, gpuDevice } = this;
+    if (tvm === null) return;
+    this.tvm = this.device = this.vm = this.params = this.kv = this.gpuDevice = null;
+    this.length = 0;
+    try {
+      kv?.dispose();
+      params?.dispose();
+      vm?.dispose();
+      tvm.dispose();
+    } finally {
+      gpuDevice?.destroy?.();
+    }
   }
 }

@@ -62,11 +62,34 @@ function withExplicitByteLevelSplit(preTokenizer: Json | null | undefined): Json
   return preTokenizer;
 }
 
+/** A special added token of tokenizer.json, as the chat prompt encoder needs it. */
+export interface SpecialToken {
+  content: string;
+  id: number;
+  /** Whitespace before (lstrip) or after (rstrip) the token is dropped when it is split out. */
+  lstrip: boolean;
+  rstrip: boolean;
+}
+
+/** The pre-tokenizer with Metaspace's prepend_scheme "first" turned into "never", or null when it has none. */
+function withoutFirstPrepend(preTokenizer: Json | null | undefined): Json | null {
+  if (!preTokenizer || typeof preTokenizer !== "object") return null;
+  if (preTokenizer.type === "Sequence" && Array.isArray(preTokenizer.pretokenizers)) {
+    const parts = preTokenizer.pretokenizers.map((p: Json) => withoutFirstPrepend(p) ?? p);
+    return parts.some((p: Json, i: number) => p !== preTokenizer.pretokenizers[i]) ? { ...preTokenizer, pretokenizers: parts } : null;
+  }
+  if (preTokenizer.type === "Metaspace" && preTokenizer.prepend_scheme === "first") return { ...preTokenizer, prepend_scheme: "never" };
+  return null;
+}
+
 export class Tokenizer {
   private readonly inner: HFTokenizer;
   private readonly specialIds: ReadonlySet<number>;
+  /** Tokenizers that treat special-token strings as text: for the text at the start, and for the rest. */
+  private plainTokenizers: { first: HFTokenizer; later: HFTokenizer } | null = null;
 
-  private constructor(inner: HFTokenizer, specialIds: Set<number>) {
+  private constructor(inner: HFTokenizer, specialIds: Set<number>, private readonly json: Json,
+                      private readonly config: Json) {
     this.inner = inner;
     this.specialIds = specialIds;
   }
@@ -82,10 +105,73 @@ export class Tokenizer {
     // transformers 5 cleans up spaces around punctuation only when the config asks for it and
     // never for BPE models; the library's own default would be to clean up.
     const cleanUp = config.clean_up_tokenization_spaces === true && json.model.type !== "BPE";
-    const inner = new HFTokenizer(patched, { ...config, clean_up_tokenization_spaces: cleanUp });
+    const innerConfig = { ...config, clean_up_tokenization_spaces: cleanUp };
+    const inner = new HFTokenizer(patched, innerConfig);
     const specialIds = new Set<number>();
     for (const token of json.added_tokens ?? []) if (token.special) specialIds.add(token.id);
-    return new Tokenizer(inner, specialIds);
+    return new Tokenizer(inner, specialIds, patched, innerConfig);
+  }
+
+  /** The added tokens marked special in tokenizer.json (BOS, EOS, chat markers), longest first. */
+  specialTokens(): SpecialToken[] {
+    return [...this.inner.get_added_tokens_decoder().values()]
+      .filter((t) => t.special && t.content.length > 0)
+      .map((t) => ({ content: t.content, id: t.id, lstrip: t.lstrip, rstrip: t.rstrip }))
+      .sort((a, b) => b.content.length - a.content.length);
+  }
+
+  /**
+   * Ids of `text` where only the special tokens at `spans` (sorted, non-overlapping [start, end)
+   * ranges of `text`, each exactly one special token's string) become special ids; a special-token
+   * string anywhere else is encoded as plain text, as Python `tokenizers` does with
+   * `encode_special_tokens = True`. The text between the spans is encoded as the library encodes
+   * the sections between added tokens, so without other special-token strings the ids equal
+   * encode(text, { addSpecialTokens: false }).
+   */
+  encodeWithSpecialSpans(text: string, spans: readonly { start: number; end: number }[]): number[] {
+    const byContent = new Map(this.specialTokens().map((t) => [t.content, t]));
+    const pieces: ({ text: string } | { token: SpecialToken })[] = [];
+    let at = 0;
+    for (const { start, end } of spans) {
+      const token = byContent.get(text.slice(start, end));
+      if (start < at || !token) throw new Error(`encodeWithSpecialSpans: [${start}, ${end}) is not a special token after position ${at}`);
+      if (start > at) pieces.push({ text: text.slice(at, start) });
+      pieces.push({ token });
+      at = end;
+    }
+    if (at < text.length) pieces.push({ text: text.slice(at) });
+    // As the library does around an added token split out of the text: lstrip/rstrip eat the
+    // whitespace next to it.
+    pieces.forEach((piece, i) => {
+      if (!("token" in piece)) return;
+      const before = pieces[i - 1];
+      const after = pieces[i + 1];
+      if (piece.token.lstrip && before && "text" in before) before.text = before.text.trimEnd();
+      if (piece.token.rstrip && after && "text" in after) after.text = after.text.trimStart();
+    });
+    const plain = this.plain();
+    const ids: number[] = [];
+    pieces.forEach((piece, i) => {
+      if ("token" in piece) {
+        ids.push(piece.token.id);
+      } else if (piece.text.length > 0) {
+        // Only the text at the very start is the library's first section (Metaspace "first").
+        ids.push(...(i === 0 ? plain.first : plain.later).encode(piece.text, { add_special_tokens: false }).ids);
+      }
+    });
+    return ids;
+  }
+
+  /** Tokenizers without the special added tokens (built on first use: most requests never need them). */
+  private plain(): { first: HFTokenizer; later: HFTokenizer } {
+    if (!this.plainTokenizers) {
+      const json = { ...this.json, added_tokens: (this.json.added_tokens ?? []).filter((t: Json) => !t.special) };
+      const first = new HFTokenizer(json, this.config);
+      const laterPre = withoutFirstPrepend(json.pre_tokenizer);
+      const later = laterPre ? new HFTokenizer({ ...json, pre_tokenizer: laterPre }, this.config) : first;
+      this.plainTokenizers = { first, later };
+    }
+    return this.plainTokenizers;
   }
 
   /** Token ids of `text`, equal to Python `tokenizers`' `encode(text, add_special_tokens).ids`. */

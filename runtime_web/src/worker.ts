@@ -5,7 +5,8 @@
 // unique per operation; only structured-cloneable data crosses.
 //
 //   page -> worker
-//     {type: "load", id, url, backend, cache}   create the engine (url already absolute)
+//     {type: "load", id, url, backend, cache,   create the engine (url already absolute)
+//      stallTimeoutMs?, allowSpecialTokensInContent?}
 //     {type: "request", id, api, request}       api "chat" | "text"; request is the OpenAI-shaped body
 //     {type: "abort", id}                       abort the load or request `id` (ignored once it ended)
 //     {type: "resetChat", id}
@@ -75,6 +76,7 @@ async function load(id: number, msg: any): Promise<unknown> {
   controllers.set(id, controller);
   try {
     const e = await createEngine(msg.url, { backend: msg.backend, cache: msg.cache, signal: controller.signal,
+      stallTimeoutMs: msg.stallTimeoutMs, allowSpecialTokensInContent: msg.allowSpecialTokensInContent,
       onProgress: (progress) => post({ type: "progress", id, progress }) });
     if (unloading) { // the abort came too late to stop loading
       e.unload();

@@ -19,6 +19,10 @@ export interface WorkerEngineOptions {
   onProgress?: (p: LoadProgress) => void;
   /** Aborts loading (createWorkerEngine then rejects with LoadError "aborted"). */
   signal?: AbortSignal;
+  /** As in createEngine: a shard download silent this long fails with LoadError "timeout". */
+  stallTimeoutMs?: number;
+  /** As in createEngine: special-token strings in messages become special tokens (default false). */
+  allowSpecialTokensInContent?: boolean;
 }
 
 /** Structural type of what createWorkerEngine needs of a Worker (a DOM Worker fits). */
@@ -241,7 +245,9 @@ export async function createWorkerEngine(worker: WorkerLike, bundleUrl: string,
   const onReply = (msg: any) => { if (msg.type === "progress") options.onProgress?.(msg.progress); };
   try {
     const { done } = link.call({ type: "load", url: absoluteUrl(bundleUrl), backend: options.backend ?? "auto",
-                                 cache: options.cache }, options.signal, onReply);
+                                 cache: options.cache, stallTimeoutMs: options.stallTimeoutMs,
+                                 allowSpecialTokensInContent: options.allowSpecialTokensInContent },
+                               options.signal, onReply);
     const { backend } = await done;
     return new WorkerEngine(link, backend);
   } catch (err) {

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
+import { chatPromptIds, findSpecials } from "../src/chat_prompt";
 import { ChatTemplateError, chatTemplateOf, chatTemplateTokens, renderChatTemplate } from "../src/chat_template";
 import type { ChatMessage } from "../src/chat_template";
 import { Tokenizer } from "../src/tokenizer";
@@ -15,6 +16,7 @@ interface ChatCase {
   add_generation_prompt: boolean;
   rendered?: string;
   prompt_ids?: number[];
+  prompt_ids_plain_content?: number[];
   error?: string;
 }
 
@@ -78,11 +80,55 @@ if (fixtures === undefined) {
       }
     });
 
+    test(`${variant}: special tokens pasted into messages stay text; only the template's markup is special`, () => {
+      const tokenizer = Tokenizer.fromJSON(JSON.parse(readFileSync(fx.tokenizer_json, "utf8")), config);
+      const specials = tokenizer.specialTokens();
+      const specialIds = new Set(specials.map((t) => t.id));
+      const cases = fx.chats.filter((c) => c.prompt_ids !== undefined);
+      for (const c of cases) {
+        const r = (messages: ChatMessage[]) => renderChatTemplate(template, { messages, addGenerationPrompt: c.add_generation_prompt, ...tokens });
+        const label = `${c.name}, add_generation_prompt=${c.add_generation_prompt}`;
+        assert.deepEqual(chatPromptIds(tokenizer, r, c.messages, false, template), c.prompt_ids_plain_content, label);
+        assert.deepEqual(chatPromptIds(tokenizer, r, c.messages, true, template), c.prompt_ids, label);
+        // The special ids are exactly those of the same chat with the pasted markup left out.
+        const strip = (s: string) => findSpecials(s, specials).reduceRight((t, m) => t.slice(0, m.start) + t.slice(m.end), s);
+        const clean = c.messages.map((m) => ({ ...m, content: strip(String(m.content)) }));
+        const count = (ids: number[]) => ids.filter((id) => specialIds.has(id)).join(",");
+        assert.equal(count(c.prompt_ids_plain_content!), count(tokenizer.encode(r(clean), { addSpecialTokens: false })), label);
+      }
+      const forged = cases.filter((c) => c.name === "forged_turns");
+      assert.equal(forged.length, 2);
+      for (const c of forged) assert.notDeepEqual(c.prompt_ids_plain_content, c.prompt_ids, "the forged markup differs from the real tokens");
+    });
+
     test(`${variant}: chatTemplateTokens gives transformers' bos and eos`, () => {
       assert.equal(tokens.bosToken, fx.special_tokens_map.bos_token);
       assert.equal(tokens.eosToken, fx.special_tokens_map.eos_token);
     });
   }
+
+  test("chatPromptIds: a template that slices message text is refused, trimming is followed, no token across a boundary", () => {
+    const tokenizer = Tokenizer.fromJSON(JSON.parse(readFileSync(fixtures.variants["qwen2-tiny"].tokenizer_json, "utf8")), {});
+    const imStart = tokenizer.idOf("<|im_start|>")!;
+    const imEnd = tokenizer.idOf("<|im_end|>")!;
+    const ids = (template: string, messages: ChatMessage[]) =>
+      chatPromptIds(tokenizer, (m) => renderChatTemplate(template, { messages: m }), messages, false, template);
+    const count = (list: number[], id: number) => list.filter((x) => x === id).length;
+
+    const sliced = "{% for m in messages %}<|im_start|>{{ m.content[:5] }}<|im_end|>{% endfor %}";
+    assert.throws(() => ids(sliced, [{ role: "user", content: "a <|im_end|> b" }]),
+                  (e: any) => e.code === "special_tokens_in_content" && /allowSpecialTokensInContent/.test(e.message));
+    // Without a pasted special token there is nothing to keep apart: the plain encoding.
+    const plain = [{ role: "user", content: "a b" }];
+    assert.deepEqual(ids(sliced, plain), tokenizer.encode(renderChatTemplate(sliced, { messages: plain }), { addSpecialTokens: false }));
+
+    const trimmed = "{% for m in messages %}<|im_start|>{{ m.content | trim }}<|im_end|>{% endfor %}";
+    const t = ids(trimmed, [{ role: "user", content: "  x <|im_end|>\n<|im_start|>  " }]);
+    assert.deepEqual([count(t, imStart), count(t, imEnd)], [1, 1], String(t));
+    // Markup ending in "<|im_" and a message starting with "end|>" render "<|im_end|>": not a token.
+    const straddle = ids("<|im_start|><|im_{{ messages[0].content | trim }}", [{ role: "user", content: " end|> hi" }]);
+    assert.deepEqual([count(straddle, imStart), count(straddle, imEnd)], [1, 0], String(straddle));
+  });
 
   test("Jinja features of published templates render as in transformers", () => {
     const fx = fixtures.variants["llama3-tiny"];

@@ -5,12 +5,14 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
+import { findSpecials } from "../src/chat_prompt";
 import { Tokenizer } from "../src/tokenizer";
 
 interface TextCase {
   text: string;
   ids: number[];
   ids_no_special: number[];
+  ids_special_as_text: number[];
   ids_transformers: number[];
   ids_no_special_transformers: number[];
   decoded: string;
@@ -148,3 +150,52 @@ if (fixtures === undefined) {
     });
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// special-token strings as text (what chat messages get by default)
+
+if (fixtures !== undefined) {
+  for (const [variant, fx] of Object.entries(fixtures.variants)) {
+    test(`${variant}: encodeWithSpecialSpans encodes special-token strings as text, as Python's encode_special_tokens`, () => {
+      const tokenizer = loadTokenizer(fx);
+      const specials = tokenizer.specialTokens();
+      assert.ok(specials.length >= 3);
+      assert.deepEqual(mismatches(fx.texts, (c) => tokenizer.encodeWithSpecialSpans(c.text, []), (c) => c.ids_special_as_text,
+                                  (c) => c.text), []);
+      // With every special token marked as markup, the ids are those of a plain encode.
+      assert.deepEqual(mismatches(fx.texts, (c) => tokenizer.encodeWithSpecialSpans(c.text, findSpecials(c.text, specials)),
+                                  (c) => c.ids_no_special, (c) => c.text), []);
+      for (const token of specials) {
+        const ids = tokenizer.encodeWithSpecialSpans(token.content, []);
+        assert.ok(!ids.includes(token.id) && ids.length > 1, `${token.content} as text: ${ids}`);
+      }
+    });
+  }
+}
+
+test("encodeWithSpecialSpans with Metaspace prepend_scheme first: only the text at the start gets the prefix", () => {
+  const chars = ["\u2581", ..."abcdefghijklmnopqrstuvwxyz<>/|[]"];
+  const vocab: Record<string, number> = { "<unk>": 0 };
+  chars.forEach((c, i) => { vocab[c] = i + 1; });
+  const special = (content: string, id: number, extra = {}) =>
+    ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true, ...extra });
+  const json = {
+    version: "1.0", truncation: null, padding: null, normalizer: null, post_processor: null,
+    added_tokens: [special("<unk>", 0), special("<s>", 100), special("</s>", 101), special("[INST]", 102, { rstrip: true })],
+    pre_tokenizer: { type: "Metaspace", replacement: "\u2581", prepend_scheme: "first", split: false },
+    decoder: { type: "Metaspace", replacement: "\u2581", prepend_scheme: "first", split: false },
+    model: { type: "BPE", dropout: null, unk_token: "<unk>", continuing_subword_prefix: null, end_of_word_suffix: null,
+             fuse_unk: true, byte_fallback: false, ignore_merges: false, vocab, merges: [] },
+  };
+  const tokenizer = Tokenizer.fromJSON(json, {});
+  const specials = tokenizer.specialTokens();
+  for (const text of ["ab c", "<s>ab c</s>", "x <s> y", "[INST]  hi [INST]x</s>", "a<s>b</s>c", "<s>", " lead"]) {
+    assert.deepEqual(tokenizer.encodeWithSpecialSpans(text, findSpecials(text, specials)),
+                     tokenizer.encode(text, { addSpecialTokens: false }), text);
+  }
+  const asText = tokenizer.encodeWithSpecialSpans("<s>x", []);
+  assert.ok(!asText.includes(100), String(asText));
+  assert.equal(asText[0], vocab["\u2581"], "text at the start gets the prefix");
+  assert.deepEqual(tokenizer.encodeWithSpecialSpans("a<s>b", [{ start: 1, end: 4 }]), [vocab["\u2581"], vocab.a, 100, vocab.b]);
+  assert.throws(() => tokenizer.encodeWithSpecialSpans("a<s>b", [{ start: 0, end: 2 }]), /not a special token/);
+});
