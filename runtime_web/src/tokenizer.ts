@@ -114,11 +114,14 @@ export class Tokenizer {
 
   /** The added tokens marked special in tokenizer.json (BOS, EOS, chat markers), longest first. */
   specialTokens(): SpecialToken[] {
-    return [...this.inner.get_added_tokens_decoder().values()]
+    this.specials ??= [...this.inner.get_added_tokens_decoder().values()]
       .filter((t) => t.special && t.content.length > 0)
       .map((t) => ({ content: t.content, id: t.id, lstrip: t.lstrip, rstrip: t.rstrip }))
       .sort((a, b) => b.content.length - a.content.length);
+    return this.specials.map((t) => ({ ...t }));
   }
+
+  private specials: SpecialToken[] | null = null;
 
   /**
    * Ids of `text` where only the special tokens at `spans` (sorted, non-overlapping [start, end)
