@@ -20,7 +20,7 @@ from pathlib import Path
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import UnsupportedError
 from .kiln_config import CONFIG_FILE, make_kiln_config
-from .quantize import Quantization, get_quantization
+from .quantize import DEFAULT_GGUF_QUANTIZATION, DEFAULT_QUANTIZATION, Quantization, get_quantization
 from .staging import check_output, staged_folder
 from .wasm_library import TARGETS
 
@@ -33,7 +33,7 @@ MAX_DEFAULT_PREFILL_CHUNK = 1024
 class BuildOptions:
     checkpoint: Path
     out: Path
-    quantization: str = "q4f16_1"
+    quantization: str | None = None  # None: q4f32_2 for a GGUF file (its grids kept exactly), else q4f16_2
     targets: tuple[str, ...] = DEFAULT_TARGETS
     context_window: int | None = None
     prefill_chunk: int | None = None
@@ -59,8 +59,14 @@ def library_name(target: str) -> str:
     return f"model_{target}.wasm"
 
 
+def default_quantization(ckpt: Checkpoint) -> str:
+    from .gguf_checkpoint import GGUFCheckpoint
+
+    return DEFAULT_GGUF_QUANTIZATION if isinstance(ckpt, GGUFCheckpoint) else DEFAULT_QUANTIZATION
+
+
 def _check_options(opts: BuildOptions, ckpt: Checkpoint) -> tuple[Quantization, int, int]:
-    quant = get_quantization(opts.quantization)
+    quant = get_quantization(opts.quantization or default_quantization(ckpt))
     unknown = [t for t in opts.targets if t not in TARGETS]
     if unknown or not opts.targets:
         raise UnsupportedError(
@@ -89,6 +95,7 @@ class BuildPlan:
     context: int
     prefill: int
     mlc_config: dict
+    formats: object  # weight_formats.FormatPlan: each matrix's format
 
 
 def plan_build(opts: BuildOptions) -> BuildPlan:
@@ -97,12 +104,14 @@ def plan_build(opts: BuildOptions) -> BuildPlan:
     from .mlc_config import mlc_chat_config
     from .model_module import cache_window
     from .validate import validate_checkpoint
+    from .weight_formats import plan_formats
 
     check_output(Path(opts.out), opts.force, inputs=[Path(opts.checkpoint)], input_kind="checkpoint",
                  marker=CONFIG_FILE, what="bundle folder")
     ckpt = load_checkpoint(opts.checkpoint)
     tokenizer_json = validate_checkpoint(ckpt)
     quant, context, prefill = _check_options(opts, ckpt)
+    formats = plan_formats(ckpt, quant)
     mlc = mlc_chat_config(
         ckpt.hf_config, model_type=ckpt.family.model_type, quantization=quant.name, context_window=context,
         prefill_chunk=prefill, sliding_window=cache_window(ckpt.model_config), generation_config=ckpt.generation_config,
@@ -111,7 +120,7 @@ def plan_build(opts: BuildOptions) -> BuildPlan:
         # A template that prints today's date gets the build date: WebLLM cannot call a clock.
         today=datetime.date.today(),
     )
-    return BuildPlan(ckpt, quant, context, prefill, mlc)
+    return BuildPlan(ckpt, quant, context, prefill, mlc, formats)
 
 
 def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
@@ -127,6 +136,10 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
     ckpt, quant = plan.ckpt, plan.quant
     report = BuildReport(out=out)
     report.finished("read checkpoint", started)
+    formats = plan.formats.formats
+    log(f"weights as {quant.name}, per matrix (source type -> kiln format):", flush=True)
+    for line in plan.formats.summary():
+        log(f"  {line}", flush=True)
 
     with staged_folder(out) as staging:
         family, cfg = ckpt.family, ckpt.model_config
@@ -134,12 +147,13 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
 
         step = time.monotonic()
         plain = build_model_module(family, cfg, get_quantization("q0f32"), make_target("wasm"), with_sampling=False, **sizes)
-        model = build_model_module(family, cfg, quant, make_target("wasm"), with_sampling=False, **sizes)
+        model = build_model_module(family, cfg, quant, make_target("wasm"), with_sampling=False, formats=formats,
+                                   **sizes)
         logical_shapes = {p["name"]: p["shape"] for p in plain.params}
         total = ckpt.weight_bytes()
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"weights → {quant.name}", leave=True) as bar:
             cache = convert_weights(ckpt, model.params, logical_shapes, quant, staging,
-                                    on_tensor=lambda name, nbytes: bar.update(nbytes))
+                                    on_tensor=lambda name, nbytes: bar.update(nbytes), formats=formats)
         report.finished("weights", step)
 
         libraries = {}
@@ -147,7 +161,7 @@ def build_bundle(opts: BuildOptions, log=print) -> BuildReport:
             step = time.monotonic()
             log(f"[{i}/{len(opts.targets)}] compiling {target} kernels ...", flush=True)
             tvm_target = make_target(target)
-            module = build_model_module(family, cfg, quant, tvm_target, **sizes)
+            module = build_model_module(family, cfg, quant, tvm_target, formats=formats, **sizes)
             build_wasm_library(module.mod, target, staging / library_name(target))
             libraries[target] = library_name(target)
             report.finished(f"{target} kernels", step)

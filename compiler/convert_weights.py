@@ -1,6 +1,8 @@
 """Checkpoint tensors -> the bundle's weight shards, streamed: one Hugging Face tensor is read at a
-time, converted (cast, or packed to int4), and appended to the current shard. A fused kiln weight
-(q/k/v -> qkv_proj, gate/up -> gate_up_proj) holds its converted parts until it is complete."""
+time, converted (cast, or packed in its matrix's format, compiler/weight_formats.py), and appended
+to the current shard. A fused kiln weight (q/k/v -> qkv_proj, gate/up -> gate_up_proj) holds its
+converted parts until it is complete. A GGUF tensor whose grid the format holds is repacked from its
+blocks (exactly); any other is read as floats and quantized by compiler/quantize.py's search."""
 
 from __future__ import annotations
 
@@ -11,16 +13,16 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .errors import CheckpointError
-from .quantize import Quantization, pack_q4
+from .quantize import Quantization, WeightFormat, pack, quantize
 from .safetensors_stream import CheckpointTensors
 from .tensor_cache import TensorCacheWriter
 
-QUANTIZED_SUFFIXES = (".q_weight", ".q_scale")
+QUANTIZED_SUFFIXES = (".q_weight", ".q_scale", ".q_min")
 PACK_ROWS = 4096
 
 
 def logical_name(param_name: str) -> str:
-    """`x.q_weight` / `x.q_scale` are both made from the checkpoint's `x.weight`."""
+    """`x.q_weight`, `x.q_scale` and `x.q_min` are all made from the checkpoint's `x.weight`."""
     for suffix in QUANTIZED_SUFFIXES:
         if param_name.endswith(suffix):
             return param_name[: -len(suffix)] + ".weight"
@@ -75,44 +77,59 @@ def convert_weights(
     quant: Quantization,
     out_dir: Path,
     on_tensor: Callable[[str, int], None] = lambda name, nbytes: None,
+    formats=None,
 ) -> dict[str, Any]:
-    """Write tensor-cache.json and params_shard_*.bin for `params` (from the model module) into
+    """Write tensor-cache.json and params_shard_*.bin for `params` (from the model module built
+    with `formats`, a model_defs.layers.WeightFormats; default: `quant`'s format everywhere) into
     `out_dir`; returns the tensor cache index. `on_tensor` reports progress."""
+    from model_defs.layers import WeightFormats
+
+    formats = formats or WeightFormats(quant.weight_format())
     tensors = ckpt.open_tensors()
     check_sources(ckpt, tensors, logical_shapes)
     sources = ckpt.family.weight_sources(ckpt.model_config)
-    pending_scales: dict[str, np.ndarray] = {}
+    pending: dict[str, np.ndarray] = {}
     with TensorCacheWriter(out_dir) as writer:
         for param in params:
             name = param["name"]
-            if name.endswith(".q_scale"):
-                # The parameters a scale encodes were counted with its q_weight.
-                writer.add(name, _checked(pending_scales.pop(name), param), param_count=0)
+            if name in pending:
+                # A scale or min: the parameters it encodes were counted with its q_weight.
+                writer.add(name, _checked(pending.pop(name), param), param_count=0)
                 continue
             logical = logical_name(name)
             parts = sources[logical]
             if name.endswith(".q_weight"):
-                packed = [_pack(tensors, p, quant, on_tensor) for p in parts]
-                q_weight = np.concatenate([q for q, _ in packed], axis=0)
-                pending_scales[name[: -len(".q_weight")] + ".q_scale"] = np.concatenate([s for _, s in packed], axis=0)
+                prefix = name[: -len(".q_weight")]
+                fmt = formats(prefix)
+                carry = prefix in formats.per_matrix  # its format holds the GGUF grids of its parts
+                packed = [_pack(tensors, p, fmt, quant, carry, on_tensor) for p in parts]
+                for suffix in packed[0]:
+                    pending[f"{prefix}.{suffix}"] = np.concatenate([p[suffix] for p in packed], axis=0)
                 count = int(np.prod(logical_shapes[logical]))
-                writer.add(name, _checked(q_weight, param), param_count=count)
+                writer.add(name, _checked(pending.pop(name), param), param_count=count)
             else:
                 array = np.concatenate([_cast(_read(tensors, p, on_tensor), param["dtype"], p) for p in parts], axis=0)
                 writer.add(name, _checked(array, param))
         return writer.close()
 
 
-def _pack(tensors: CheckpointTensors, name: str, quant: Quantization, on_tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Rows are quantized independently, so packing goes in blocks of rows: the temporaries stay
-    small next to the tensor itself (a big embedding would otherwise need several copies)."""
-    weight = _read(tensors, name, on_tensor)
+def _pack(tensors: CheckpointTensors, name: str, fmt: WeightFormat, quant: Quantization, carry: bool,
+          on_tensor) -> dict[str, np.ndarray]:
+    """One checkpoint tensor in `fmt`: its GGUF grid repacked where `fmt` holds it, else quantized
+    from its float values in blocks of rows (rows are independent, so the temporaries stay small
+    next to the tensor itself; a big embedding would otherwise need several copies)."""
+    grid = tensors.grid(name) if carry else None
     try:
-        blocks = [pack_q4(weight[i:i + PACK_ROWS], quant.group_size, quant.model_dtype)
-                  for i in range(0, weight.shape[0], PACK_ROWS)]
+        if grid is not None:
+            packed = pack(grid.to_format(fmt), fmt)
+            on_tensor(name, tensors.nbytes(name))
+            return packed
+        weight = _read(tensors, name, on_tensor)
+        blocks = [quantize(weight[i:i + PACK_ROWS], fmt) for i in range(0, weight.shape[0], PACK_ROWS)]
     except ValueError as err:  # NaN / inf weights, or scales out of range for f16
-        raise CheckpointError(f"tensor {name} cannot be quantized to {quant.name}: {err}.") from None
-    return np.concatenate([q for q, _ in blocks]), np.concatenate([s for _, s in blocks])
+        raise CheckpointError(f"tensor {name} cannot be quantized to {quant.name}: {err}; build with "
+                              "--quantization q0f32 instead.") from None
+    return {suffix: np.concatenate([b[suffix] for b in blocks]) for suffix in blocks[0]}
 
 
 def _read(tensors: CheckpointTensors, name: str, on_tensor) -> np.ndarray:

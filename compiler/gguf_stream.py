@@ -135,6 +135,20 @@ class GGUFTensors:
         heads = self._rotary_heads.get(name)
         return unpermute_rotary_rows(data, heads) if heads else data
 
+    def grid(self, name: str):
+        """The tensor's quantized grid as stored (compiler/gguf_blocks.py), rows in Hugging Face's
+        order; None for a float tensor."""
+        from .gguf_blocks import GRID_FORMATS, read_grid
+
+        tensor = self._tensor(name)
+        if self.dtype(name) not in GRID_FORMATS or len(self.shape(name)) != 2:
+            return None
+        rows, cols = self.shape(name)
+        grid = read_grid(self.dtype(name), tensor.data, rows, cols)
+        heads = self._rotary_heads.get(name)
+        # The un-permutation moves whole rows: their integers and their scales alike.
+        return grid.rows(unpermute_rotary_rows(np.arange(rows), heads)) if heads else grid
+
     def __contains__(self, name: object) -> bool:
         return name in self._tensors
 

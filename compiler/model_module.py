@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from model_defs.layers import WeightFormat
+from model_defs.layers import WeightFormats
 from model_defs.registry import Family
 
 from .quantize import Quantization
@@ -25,8 +25,9 @@ def cache_window(config: Any) -> int:
     return window - 1 if window else -1
 
 
-def weight_format(quant: Quantization) -> WeightFormat:
-    return WeightFormat(model_dtype=quant.model_dtype, bits=quant.bits, group_size=quant.group_size)
+def weight_formats(quant: Quantization) -> WeightFormats:
+    """Every matrix in the quantization's format for float weights."""
+    return WeightFormats(quant.weight_format())
 
 
 def build_model_module(
@@ -38,13 +39,21 @@ def build_model_module(
     context_window: int,
     prefill_chunk: int,
     with_sampling: bool = True,
+    formats: WeightFormats | None = None,
 ) -> ModelModule:
+    """`formats`: each matrix's format (compiler/weight_formats.py chooses them per tensor for GGUF
+    input); default: `quant`'s format for float weights everywhere."""
     from tvm import relax
     from tvm.script import relax as R
 
-    model = family.model_class(config, weight_format(quant), target)
+    formats = formats or weight_formats(quant)
+    model = family.model_class(config, formats, target)
     mod, named_params = model.export_tvm(spec=model.get_default_spec())
     params = [{"name": name, "shape": [int(d) for d in p.shape], "dtype": p.dtype} for name, p in named_params]
+    unused = [m for m in formats.per_matrix if not any(p["name"].startswith(m + ".q_") or p["name"] == m + ".weight"
+                                                       for p in params)]
+    if unused:
+        raise AssertionError(f"formats name matrices the model does not have: {unused[:3]}")
     metadata = {
         "model_type": family.model_type,
         "quantization": quant.name,

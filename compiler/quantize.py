@@ -1,44 +1,134 @@
-"""Quantization schemes by name, and the int4 packing of MLC's "_1" layout (INTEROP.md).
+"""Quantization schemes by name, the weight formats they store, and how weights are packed.
 
-q4 "_1": symmetric int4 in groups of `group_size` (32) along the INPUT (last) dimension of a
-`[out, in]` weight. Per group `scale = max|w| / 7`, stored value `clamp(round(w/scale) + 7, 0, 14)`
-and dequantized value `(q - 7) * scale`. Eight 4-bit values per uint32, value r at bits 4r..4r+3,
-so `q_weight` is uint32 `[out, in_padded/8]` and `q_scale` is `[out, in_padded/32]`.
+Names (the field's convention, `q{bits}f{model dtype}_{layout}`):
+
+  q0f32, q0f16       no quantization: weights in the model dtype.
+  q4f32_1, q4f16_1   MLC's layout (INTEROP.md), so the weights are also a WebLLM/MLC model: int4 in
+                     groups of 32 along the input dimension, `q_scale` in the model dtype, value
+                     `(q - 7) * scale`. kiln stores q in 0..15, so all 16 levels are used (steps -7..+8;
+                     a negative scale mirrors them to -8..+7), with the scale chosen per group by a
+                     search that minimises the group's squared error.
+  q4f32_2, q4f16_2   kiln's layout: int4 in groups of 32 with a scale AND a min per group, value
+                     `q * scale + min`, both stored as float16 (5 bits per parameter, as llama.cpp's
+                     Q4_1), chosen by a search. From a GGUF file each tensor instead keeps the grid
+                     its blocks already have (WeightFormat per tensor: 4 or 8 bits, with or without a
+                     min, float16 or float32 scales, groups of 32 or 16), so that the bundle's weights
+                     dequantize to exactly the file's values; compiler/gguf_blocks.py reads them.
+
+Packing, for every quantized WeightFormat: `q_weight` uint32 `[out, in_padded * bits / 32]` with
+value r of a word at bits `bits*r ..`; `q_scale` (and `q_min`) per group, either as their dtype
+`[out, groups]` or, for F16_PAIRS, two float16 values per uint32 `[out, ceil(groups / 2)]` (group g
+in the low half of word g // 2 when g is even), which any WebGPU adapter reads without the
+`shader-f16` feature. The kernels compute `(q - zero) * scale + min` in float32 and cast the value
+to the model dtype (model_defs/layers.py).
 
 `in` that is not a multiple of the group size is padded with zeros up to the next multiple; the
-model dequantizes the padded weight and slices it back to `in` (the zeros cost nothing in a dot
-product either way). Rounding is NumPy's `np.round`, i.e. half to even.
+model dequantizes the padded weight and slices it back to `in`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from compiler.errors import UnsupportedError
 
+F16_PAIRS = "float16x2"  # float16 values stored two per uint32 (see module docstring)
+STORED_BITS = {"float32": 32, "float16": 16, F16_PAIRS: 16}
+
 
 @dataclass(frozen=True)
-class Quantization:
-    name: str           # "q0f32" | "q0f16" | "q4f32_1" | "q4f16_1"
-    model_dtype: str    # "float32" | "float16": activations, norms, embeddings' dtype and scales
-    bits: int           # 0 (weights kept in model_dtype) or 4
-    group_size: int     # elements per scale along the input dimension; 0 when not quantized
+class WeightFormat:
+    """How one weight matrix is stored. Unquantized (bits 0): `weight` in model_dtype. Quantized:
+    per group of `group_size` along the input dimension, value = (q - zero) * scale (+ min)."""
+
+    model_dtype: str  # activations, norms, biases: "float32" or "float16"
+    bits: int = 0  # 0: plain weight; 4 or 8: packed integers
+    group_size: int = 32
+    zero: int = 0  # the stored integer that means 0 steps (sym formats)
+    has_min: bool = False
+    scale_dtype: str = "float32"  # "float32", "float16" or F16_PAIRS
 
     @property
     def quantized(self) -> bool:
         return self.bits > 0
+
+    @property
+    def per_word(self) -> int:
+        return 32 // self.bits
+
+    def param_shapes(self, rows: int, cols: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Parameter suffix -> (shape, dtype) for a [rows, cols] matrix."""
+        if not self.quantized:
+            return {"weight": ((rows, cols), self.model_dtype)}
+        groups = -(-cols // self.group_size)
+        words = groups * self.group_size // self.per_word
+        if self.scale_dtype == F16_PAIRS:
+            side = ((rows, -(-groups // 2)), "uint32")
+        else:
+            side = ((rows, groups), self.scale_dtype)
+        shapes = {"q_weight": ((rows, words), "uint32"), "q_scale": side}
+        if self.has_min:
+            shapes["q_min"] = side
+        return shapes
+
+    @property
+    def bits_per_param(self) -> float:
+        if not self.quantized:
+            return 8.0 * np.dtype(self.model_dtype).itemsize
+        side = STORED_BITS[self.scale_dtype] * (2 if self.has_min else 1)
+        return self.bits + side / self.group_size
+
+    def describe(self) -> str:
+        """A short name for build summaries, e.g. `int4+min/32 f16` or `float32`."""
+        if not self.quantized:
+            return self.model_dtype
+        kind = "+min" if self.has_min else f" zero {self.zero}"
+        scales = "f16" if self.scale_dtype in ("float16", F16_PAIRS) else "f32"
+        return f"int{self.bits}{kind}/{self.group_size} {scales}"
+
+
+@dataclass(frozen=True)
+class Quantization:
+    name: str           # "q0f32" | "q0f16" | "q4f32_1" | "q4f16_1" | "q4f32_2" | "q4f16_2"
+    model_dtype: str    # "float32" | "float16": activations, norms, embeddings' dtype
+    bits: int           # 0 (weights kept in model_dtype) or 4
+    group_size: int     # elements per scale along the input dimension; 0 when not quantized
+    layout: int = 0     # 1: MLC's symmetric layout; 2: kiln's scale + min layout with per-tensor formats
+
+    @property
+    def quantized(self) -> bool:
+        return self.bits > 0
+
+    @property
+    def webllm_layout(self) -> bool:
+        """Whether the weights follow MLC's layout (so MLC's own model libraries could use them)."""
+        return self.layout != 2
+
+    def weight_format(self) -> WeightFormat:
+        """The format of a weight quantized from float values (every matrix of an HF checkpoint)."""
+        if self.layout == 1:
+            return WeightFormat(self.model_dtype, 4, self.group_size, zero=Q4_ZERO, scale_dtype=self.model_dtype)
+        if self.layout == 2:
+            return WeightFormat(self.model_dtype, 4, self.group_size, has_min=True, scale_dtype=F16_PAIRS)
+        return WeightFormat(self.model_dtype)
 
 
 QUANTIZATIONS: dict[str, Quantization] = {
     q.name: q for q in (
         Quantization("q0f32", "float32", 0, 0),
         Quantization("q0f16", "float16", 0, 0),
-        Quantization("q4f32_1", "float32", 4, 32),
-        Quantization("q4f16_1", "float16", 4, 32),
+        Quantization("q4f32_1", "float32", 4, 32, 1),
+        Quantization("q4f16_1", "float16", 4, 32, 1),
+        Quantization("q4f32_2", "float32", 4, 32, 2),
+        Quantization("q4f16_2", "float16", 4, 32, 2),
     )
 }
+# kiln build's default: GGUF input keeps its grids exactly (float32 arithmetic); float checkpoints
+# get kiln's searched scale + min format with float16 activations (half the memory).
+DEFAULT_GGUF_QUANTIZATION = "q4f32_2"
+DEFAULT_QUANTIZATION = "q4f16_2"
 
 
 def get_quantization(name: str) -> Quantization:
@@ -50,62 +140,245 @@ def get_quantization(name: str) -> Quantization:
             f"{', '.join(sorted(QUANTIZATIONS))}.") from None
 
 
-Q4_ZERO = 7   # stored value of 0.0; stored values span 0..14, i.e. -7..+7 steps of `scale`
-Q4_MAX = 7.0  # |w| at the group's maximum maps to 7 steps
+Q4_ZERO = 7   # MLC's stored value of 0.0: stored 0..15 are steps -7..+8 of `scale`
 
 
-def pack_q4(weight: np.ndarray, group_size: int = 32,
-            scale_dtype="float32") -> tuple[np.ndarray, np.ndarray]:
-    """Quantize a float `[out, in]` weight to (q_weight uint32 [out, in_padded/8],
-    q_scale scale_dtype [out, in_padded/group_size])."""
+# ------------------------------------------------------------------------------------------ grids
+
+
+@dataclass
+class Grid:
+    """A weight held exactly as integers and per-group floats:
+    w[r, c] = (q[r, c] - zero) * scale[r, c // group] (+ min[r, c // group]), in float32."""
+
+    q: np.ndarray  # uint8 [rows, cols], 0 .. 2**bits - 1
+    scale: np.ndarray  # float32 [rows, groups]
+    min: np.ndarray | None  # float32 [rows, groups] or None
+    zero: int
+    bits: int
+    group: int
+
+    def rows(self, index) -> "Grid":
+        """The grid of some rows (a slice, or an index array that reorders them)."""
+        return replace(self, q=self.q[index], scale=self.scale[index],
+                       min=None if self.min is None else self.min[index])
+
+    def values(self) -> np.ndarray:
+        """float32 [rows, cols], computed as the kernels compute it."""
+        rows, cols = self.q.shape
+        q = self.q.reshape(rows, -1, self.group).astype(np.float32) - np.float32(self.zero)
+        w = q * self.scale[:, :, None]
+        if self.min is not None:
+            w += self.min[:, :, None]
+        return w.reshape(rows, cols)
+
+    def to_format(self, fmt: WeightFormat) -> "Grid":
+        """The same values on `fmt`'s grid (more bits, smaller groups, a min): exact, as every
+        conversion here only shifts integers or multiplies floats by powers of two."""
+        if fmt.bits < self.bits or self.group % fmt.group_size or (self.min is not None and not fmt.has_min):
+            raise ValueError(f"a {self.bits}-bit grid in groups of {self.group} does not fit {fmt.describe()}")
+        q, scale, mn = self.q, self.scale, self.min
+        if fmt.has_min and mn is None:
+            mn = scale * np.float32(-self.zero)  # a power-of-two multiple for the zeros used here
+            zero = 0
+        elif fmt.has_min:
+            zero = self.zero
+        else:
+            zero = fmt.zero
+            q = (q.astype(np.int16) + (fmt.zero - self.zero)).astype(np.uint8)
+        repeat = self.group // fmt.group_size
+        if repeat > 1:
+            scale = np.repeat(scale, repeat, axis=1)
+            mn = None if mn is None else np.repeat(mn, repeat, axis=1)
+        return Grid(q, scale, mn, zero, fmt.bits, fmt.group_size)
+
+
+def _stored(values: np.ndarray, scale_dtype: str) -> np.ndarray:
+    """Per-group floats rounded to how `scale_dtype` stores them, as float32."""
+    dtype = np.float32 if scale_dtype == "float32" else np.float16
+    with np.errstate(over="ignore"):
+        out = values.astype(dtype)
+    if not np.isfinite(out).all():
+        raise ValueError(f"weight values are too large for {np.dtype(dtype).name} scales")
+    return out.astype(np.float32)
+
+
+def pack(grid: Grid, fmt: WeightFormat) -> dict[str, np.ndarray]:
+    """Parameter suffix -> array, for a grid already in `fmt`'s shape (Grid.to_format). Raises
+    ValueError if a scale or min is not exactly storable in fmt.scale_dtype."""
+    if grid.bits != fmt.bits or grid.group != fmt.group_size or (grid.min is not None) != fmt.has_min:
+        raise ValueError(f"grid ({grid.bits} bits, groups of {grid.group}) is not in format {fmt.describe()}")
+    rows, cols = grid.q.shape
+    per_word = fmt.per_word
+    q = grid.q.astype(np.uint32).reshape(rows, cols // per_word, per_word)
+    words = np.zeros((rows, cols // per_word), np.uint32)
+    for r in range(per_word):  # value r of a word at bits bits*r ..
+        words |= q[:, :, r] << np.uint32(fmt.bits * r)
+    out = {"q_weight": words, "q_scale": _side(grid.scale, fmt)}
+    if fmt.has_min:
+        out["q_min"] = _side(grid.min, fmt)
+    return out
+
+
+def _side(values: np.ndarray, fmt: WeightFormat) -> np.ndarray:
+    if fmt.scale_dtype != F16_PAIRS:
+        out = values.astype(fmt.scale_dtype)
+        if not np.array_equal(out.astype(np.float32), values):
+            raise ValueError(f"per-group values are not exactly storable as {fmt.scale_dtype}")
+        return out
+    half = values.astype(np.float16)
+    if not np.array_equal(half.astype(np.float32), values):
+        raise ValueError("per-group values are not exactly storable as float16")
+    rows, groups = half.shape
+    bits = np.zeros((rows, groups + groups % 2), np.uint16)
+    bits[:, :groups] = half.view(np.uint16)
+    return (bits[:, 0::2].astype(np.uint32) | (bits[:, 1::2].astype(np.uint32) << np.uint32(16)))
+
+
+def _unside(stored: np.ndarray, fmt: WeightFormat, groups: int) -> np.ndarray:
+    if fmt.scale_dtype != F16_PAIRS:
+        return stored.astype(np.float32)
+    halves = np.stack([stored & np.uint32(0xFFFF), stored >> np.uint32(16)], axis=-1).astype(np.uint16)
+    return halves.reshape(stored.shape[0], -1)[:, :groups].view(np.float16).astype(np.float32)
+
+
+def unpack(params: dict[str, np.ndarray], fmt: WeightFormat, in_features: int) -> np.ndarray:
+    """Dequantize packed parameters (`pack`'s output) to float32 `[out, in_features]`, as the
+    kernels do: the reference for kernel tests and the exact carry-over checks."""
+    words = params["q_weight"]
+    if words.dtype != np.uint32 or words.ndim != 2:
+        raise ValueError("unpack takes a 2-D uint32 q_weight")
+    rows = words.shape[0]
+    cols = words.shape[1] * fmt.per_word
+    if cols % fmt.group_size or not 0 <= in_features <= cols:
+        raise ValueError(f"q_weight {words.shape} does not hold {in_features} columns of {fmt.describe()}")
+    groups = cols // fmt.group_size
+    shifts = np.arange(0, 32, fmt.bits, dtype=np.uint32)
+    q = ((words[:, :, None] >> shifts) & np.uint32((1 << fmt.bits) - 1)).reshape(rows, cols).astype(np.uint8)
+    scale = _unside(params["q_scale"], fmt, groups)
+    mn = _unside(params["q_min"], fmt, groups) if fmt.has_min else None
+    if scale.shape != (rows, groups):
+        raise ValueError(f"q_scale {params['q_scale'].shape} does not match q_weight {words.shape}")
+    grid = Grid(q, scale, mn, fmt.zero, fmt.bits, fmt.group_size)
+    return np.ascontiguousarray(grid.values()[:, :in_features])
+
+
+# ------------------------------------------------------------------------------ float -> grid search
+
+
+def _padded_groups(weight: np.ndarray, group: int) -> np.ndarray:
     if weight.ndim != 2:
-        raise ValueError(f"pack_q4 takes a 2-D [out, in] weight, got shape {weight.shape}")
-    if group_size <= 0 or group_size % 8:
-        raise ValueError(f"group_size must be a positive multiple of 8, got {group_size}")
-    scale_dtype = np.dtype(scale_dtype)
-    if scale_dtype not in (np.float32, np.float16):
-        raise ValueError(f"scale_dtype must be float32 or float16, got {scale_dtype}")
-    out_features, in_features = weight.shape
-    groups = -(-in_features // group_size)
-    w = np.zeros((out_features, groups * group_size), dtype=np.float32)
-    w[:, :in_features] = weight  # pads the input dimension with zeros (see module docstring)
+        raise ValueError(f"quantizing takes a 2-D [out, in] weight, got shape {weight.shape}")
+    rows, cols = weight.shape
+    groups = -(-cols // group)
+    w = np.zeros((rows, groups * group), dtype=np.float32)
+    w[:, :cols] = weight  # pads the input dimension with zeros (see module docstring)
     if not np.isfinite(w).all():
         raise ValueError("weight has NaN or infinite values and cannot be quantized")
-    w = w.reshape(out_features, groups, group_size)
+    return w.reshape(rows, groups, group)
 
-    # Scales are computed in f32, then stored in scale_dtype; we quantize with the *stored*
-    # scale so that (q - 7) * stored_scale is the value the model reconstructs.
-    scale = np.abs(w).max(axis=2) / np.float32(Q4_MAX)
-    if scale.max(initial=0) > np.finfo(scale_dtype).max:
-        raise ValueError(f"weight values are too large for {scale_dtype} scales")
-    scale = scale.astype(scale_dtype)
-    divisor = scale.astype(np.float32)
-    divisor[divisor == 0] = 1.0  # all-zero group (or an f16 scale that underflowed): q = 7 -> 0.0
-    q = w / divisor[:, :, None]
-    np.round(q, out=q)  # half to even
-    q += Q4_ZERO
-    np.clip(q, 0, 2 * Q4_ZERO, out=q)
-    q = q.astype(np.uint8).reshape(out_features, groups * group_size)
 
-    # Two values per byte (even index in the low nibble), four bytes read as one little-endian
-    # uint32: value r then sits at bits 4r..4r+3.
-    packed = q[:, 0::2] | (q[:, 1::2] << 4)
-    q_weight = np.ascontiguousarray(packed).view("<u4").astype(np.uint32, copy=False)
-    return q_weight, scale
+# Candidate step counts for the group's extreme value (or span), around the plain rule, as llama.cpp's
+# quantizers search (they step by 0.1; steps of 0.25 kept 99 % of the gain at 40 % of the time on
+# a random [4096, 576] weight with outliers). -1 includes MLC's max|w| / 7 for the "_1" layout.
+SEARCH_OFFSETS = np.arange(-1.0, 1.01, 0.25, dtype=np.float32)
+
+
+def _best(err: np.ndarray, best_err: np.ndarray, *pairs) -> None:
+    better = err < best_err
+    best_err[better] = err[better]
+    for best, value in pairs:
+        best[better] = value[better]
+
+
+def quantize_sym(weight: np.ndarray, fmt: WeightFormat) -> Grid:
+    """A searched symmetric grid: per group the scale (its sign included) minimising the squared
+    error of (q - zero) * scale, q in 0 .. 2**bits - 1, with the scale as fmt stores it."""
+    w = _padded_groups(weight, fmt.group_size)
+    top = (1 << fmt.bits) - 1
+    lo, hi = -fmt.zero, top - fmt.zero  # the step range, e.g. -7 .. +8
+    # The element of largest magnitude goes to the longer side of the range (signed scale).
+    idx = np.abs(w).argmax(axis=2)[..., None]
+    extreme = np.take_along_axis(w, idx, axis=2)[..., 0]
+    steps = np.float32(max(hi, -lo))
+    safe = np.where(extreme == 0, np.float32(1), extreme)
+    best_scale = extreme / steps
+    best_err = np.full(extreme.shape, np.inf, np.float32)
+    for offset in SEARCH_OFFSETS:
+        inv = (steps + offset) / safe
+        k = np.clip(np.round(w * inv[..., None]), lo, hi)
+        kk, kx = (k * k).sum(axis=2), (k * w).sum(axis=2)
+        kk = np.where(kk == 0, np.float32(1), kk)
+        scale = kx / kk  # least squares for this k; its squared error is sum(w^2) - kx^2 / kk
+        _best(-kx * scale, best_err, (best_scale, scale))
+    scale = _stored(best_scale, fmt.scale_dtype)
+    divisor = np.where(scale == 0, np.float32(1), scale)
+    q = np.clip(np.round(w / divisor[..., None]), lo, hi) + fmt.zero
+    q[scale == 0] = fmt.zero  # an all-zero group (or a scale that underflowed) is exactly 0
+    rows = w.shape[0]
+    return Grid(q.astype(np.uint8).reshape(rows, -1), scale, None, fmt.zero, fmt.bits, fmt.group_size)
+
+
+def quantize_affine(weight: np.ndarray, fmt: WeightFormat) -> Grid:
+    """A searched scale + min grid: per group the (scale, min) minimising the squared error of
+    q * scale + min, q in 0 .. 2**bits - 1, with both as fmt stores them."""
+    w = _padded_groups(weight, fmt.group_size)
+    top = np.float32((1 << fmt.bits) - 1)
+    n = np.float32(fmt.group_size)
+    lo, hi = w.min(axis=2), w.max(axis=2)
+    span = hi - lo
+    safe = np.where(span == 0, np.float32(1), span)
+    best_scale, best_min = span / top, lo.copy()
+    best_err = np.full(lo.shape, np.inf, np.float32)
+    sum_x = w.sum(axis=2)
+    centred = w - lo[..., None]
+    for offset in SEARCH_OFFSETS:
+        k = np.clip(np.round(centred * ((top + offset) / safe)[..., None]), 0, top)
+        sum_k, sum_kk, sum_kx = k.sum(axis=2), (k * k).sum(axis=2), (k * w).sum(axis=2)
+        det = n * sum_kk - sum_k * sum_k
+        ok = det > 0
+        det = np.where(ok, det, 1)
+        scale = np.where(ok, (n * sum_kx - sum_k * sum_x) / det, 0)  # least squares for this k
+        mn = np.where(ok, (sum_x - scale * sum_k) / n, lo)
+        # The squared error less sum(w^2), from the sums alone.
+        err = scale * (scale * sum_kk + 2 * mn * sum_k - 2 * sum_kx) + mn * (n * mn - 2 * sum_x)
+        _best(err, best_err, (best_scale, scale), (best_min, mn))
+    scale = _stored(best_scale, fmt.scale_dtype)
+    mn = _stored(best_min, fmt.scale_dtype)
+    divisor = np.where(scale == 0, np.float32(1), scale)
+    q = np.clip(np.round((w - mn[..., None]) / divisor[..., None]), 0, top)
+    q[scale == 0] = 0
+    rows = w.shape[0]
+    return Grid(q.astype(np.uint8).reshape(rows, -1), scale, mn, 0, fmt.bits, fmt.group_size)
+
+
+def quantize(weight: np.ndarray, fmt: WeightFormat) -> dict[str, np.ndarray]:
+    """A float `[out, in]` weight -> fmt's parameters (suffix -> array), by the searched grid."""
+    grid = quantize_affine(weight, fmt) if fmt.has_min else quantize_sym(weight, fmt)
+    return pack(grid, fmt)
+
+
+# ---------------------------------------------------------------- MLC's _1 layout, by its old names
+
+
+def _q4_1_format(scale_dtype) -> WeightFormat:
+    scale_dtype = np.dtype(scale_dtype).name
+    if scale_dtype not in ("float32", "float16"):
+        raise ValueError(f"scale_dtype must be float32 or float16, got {scale_dtype}")
+    return WeightFormat(scale_dtype, 4, 32, zero=Q4_ZERO, scale_dtype=scale_dtype)
+
+
+def pack_q4(weight: np.ndarray, group_size: int = 32, scale_dtype="float32") -> tuple[np.ndarray, np.ndarray]:
+    """MLC's q4 "_1": (q_weight uint32 [out, in_padded/8], q_scale scale_dtype [out, in_padded/32])."""
+    fmt = replace(_q4_1_format(scale_dtype), group_size=group_size)
+    params = quantize(weight, fmt)
+    return params["q_weight"], params["q_scale"]
 
 
 def unpack_q4(q_weight: np.ndarray, q_scale: np.ndarray, in_features: int) -> np.ndarray:
-    """Dequantize to a float32 `[out, in_features]` weight (the reference for the kernels)."""
-    if q_weight.dtype != np.uint32 or q_weight.ndim != 2 or q_scale.ndim != 2:
-        raise ValueError("unpack_q4 takes a 2-D uint32 q_weight and a 2-D q_scale")
-    out_features, words = q_weight.shape
-    in_padded, groups = words * 8, q_scale.shape[1]
-    if q_scale.shape[0] != out_features or groups == 0 or in_padded % groups:
+    """Dequantize MLC's q4 "_1" to float32 `[out, in_features]`."""
+    if q_weight.ndim != 2 or q_scale.ndim != 2 or q_scale.shape[0] != q_weight.shape[0] or not q_scale.shape[1] \
+            or (q_weight.shape[1] * 8) % q_scale.shape[1]:
         raise ValueError(f"q_scale shape {q_scale.shape} does not match q_weight {q_weight.shape}")
-    if not 0 <= in_features <= in_padded:
-        raise ValueError(f"in_features {in_features} exceeds the packed width {in_padded}")
-    shifts = np.arange(0, 32, 4, dtype=np.uint32)
-    q = (q_weight[:, :, None] >> shifts) & np.uint32(0xF)  # [out, words, 8], value r at bits 4r
-    w = q.reshape(out_features, groups, in_padded // groups).astype(np.float32) - Q4_ZERO
-    w *= q_scale.astype(np.float32)[:, :, None]
-    return np.ascontiguousarray(w.reshape(out_features, in_padded)[:, :in_features])
+    fmt = replace(_q4_1_format(q_scale.dtype), group_size=q_weight.shape[1] * 8 // q_scale.shape[1])
+    return unpack({"q_weight": q_weight, "q_scale": q_scale}, fmt, in_features)

@@ -1,72 +1,105 @@
 """Building blocks shared by the architectures: linear and embedding layers that hold either plain
-weights (q0*) or int4 group-quantized ones (q4*_1), with dequantization written as a tensor
-expression so that Relax fuses it into the consuming matmul / GEMV kernel: no full-precision copy of
-a quantized weight is ever materialised at run time.
+weights or packed integer groups (compiler/quantize.py's WeightFormat, chosen per matrix), with
+dequantization written as a tensor expression so that Relax fuses it into the consuming matmul /
+GEMV kernel: no full-precision copy of a quantized weight is ever materialised at run time.
 
-Parameter names and packing follow MLC's layout (`weight`, or `q_weight` uint32 [out, in/8] plus
-`q_scale` [out, in/32]), so that a kiln bundle is also a valid WebLLM model.
+Parameter names follow MLC's layout (`weight`, or `q_weight` plus `q_scale`, and `q_min` for
+kiln's scale + min formats), so that a q4*_1 kiln bundle is also a valid WebLLM model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 
-NIBBLES_PER_WORD = 8  # eight 4-bit values per uint32
-ZERO_POINT = 7  # stored value = round(w / scale) + 7, in 0..14
+from compiler.quantize import F16_PAIRS, WeightFormat
+
+__all__ = ["Embedding", "Linear", "WeightFormat", "WeightFormats"]
 
 
 @dataclass(frozen=True)
-class WeightFormat:
-    """How a model's weights are stored: the subset of a quantization scheme the layers need."""
+class WeightFormats:
+    """The format of every matrix of a model: `default`, except the matrices named (by their kiln
+    parameter prefix, e.g. `model.embed_tokens`) in `per_matrix`."""
 
-    model_dtype: str  # activations, norms, biases and scales: "float32" or "float16"
-    bits: int = 0  # 0: unquantized; 4: int4 groups
-    group_size: int = 32
+    default: WeightFormat
+    per_matrix: Mapping[str, WeightFormat] = field(default_factory=dict)
 
     @property
-    def quantized(self) -> bool:
-        return self.bits == 4
+    def model_dtype(self) -> str:
+        return self.default.model_dtype
+
+    def __call__(self, name: str) -> WeightFormat:
+        return self.per_matrix.get(name, self.default)
 
 
 def padded(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
-def _nibble(word: tirx.PrimExpr, position: tirx.PrimExpr) -> tirx.PrimExpr:
-    shift = (position % NIBBLES_PER_WORD * 4).astype("uint32")
-    return tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(15, "uint32"))
+def _u32(value: int) -> tirx.PrimExpr:
+    return tirx.const(value, "uint32")
 
 
-def _dequantized_value(q_weight, q_scale, row, col, fmt: WeightFormat) -> tirx.PrimExpr:
-    word = q_weight[row, col // NIBBLES_PER_WORD]
-    stored = _nibble(word, col).astype(fmt.model_dtype)
-    return (stored - tirx.const(ZERO_POINT, fmt.model_dtype)) * q_scale[row, col // fmt.group_size]
+def _field(word: tirx.PrimExpr, index: tirx.PrimExpr, bits: int) -> tirx.PrimExpr:
+    """Value `index` of a uint32 holding 32 / bits of them (value r at bits bits*r ..)."""
+    shift = (index % (32 // bits) * bits).astype("uint32")
+    return tirx.bitwise_and(tirx.shift_right(word, shift), _u32((1 << bits) - 1))
+
+
+def _float16_bits(h: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The float32 value of IEEE float16 bits `h` (uint32), exact for every finite value, in integer
+    operations and one product of exact floats: WGSL without `shader-f16` has no float16 type.
+    |value| = significand * 2^(max(exponent, 1) - 25), the significand with its implicit 1 for
+    normal numbers."""
+    exponent = tirx.bitwise_and(tirx.shift_right(h, _u32(10)), _u32(31))
+    significand = tirx.bitwise_and(h, _u32(1023)) + tirx.Select(exponent > _u32(0), _u32(1024), _u32(0))
+    power = tirx.shift_left(_u32(1), tirx.max(exponent, _u32(1))).astype("float32")
+    magnitude = significand.astype("float32") * power * tirx.const(2.0**-25, "float32")
+    return tirx.Select(tirx.bitwise_and(h, _u32(0x8000)) != _u32(0), -magnitude, magnitude)
+
+
+def _group_value(tensor: te.Tensor, row, group, fmt: WeightFormat) -> tirx.PrimExpr:
+    """A per-group scale or min as float32."""
+    if fmt.scale_dtype == F16_PAIRS:
+        return _float16_bits(_field(tensor[row, group // 2], group, 16))
+    return tensor[row, group].astype("float32")
+
+
+def _dequantized_value(weight: list[te.Tensor], row, col, fmt: WeightFormat) -> tirx.PrimExpr:
+    """(q - zero) * scale (+ min), in float32 (exact for the grids GGUF files carry), then in the
+    model dtype."""
+    q = _field(weight[0][row, col // fmt.per_word], col, fmt.bits).astype("float32")
+    group = col // fmt.group_size
+    if fmt.zero:
+        q = q - tirx.const(fmt.zero, "float32")
+    value = q * _group_value(weight[1], row, group, fmt)
+    if fmt.has_min:
+        value = value + _group_value(weight[2], row, group, fmt)
+    return value.astype(fmt.model_dtype) if fmt.model_dtype != "float32" else value
 
 
 class _Matrix(nn.Module):
-    """A [rows, cols] parameter matrix: `weight` as is, or int4 groups of `group_size` along `cols`
-    (zero-padded) in `q_weight` and `q_scale`. Subclasses decide how the matrix is used."""
+    """A [rows, cols] parameter matrix: `weight` as is, or integer groups of `group_size` along
+    `cols` (zero-padded) in `q_weight`, `q_scale` (and `q_min`). Subclasses decide how it is used."""
 
     def __init__(self, rows: int, cols: int, fmt: WeightFormat):
         self.rows, self.cols, self.fmt = rows, cols, fmt
-        if fmt.quantized:
-            cols_padded = padded(cols, fmt.group_size)
-            self.q_weight = nn.Parameter((rows, cols_padded // NIBBLES_PER_WORD), "uint32")
-            self.q_scale = nn.Parameter((rows, cols_padded // fmt.group_size), fmt.model_dtype)
-        else:
-            self.weight = nn.Parameter((rows, cols), fmt.model_dtype)
+        self._names = list(fmt.param_shapes(rows, cols))
+        for suffix, (shape, dtype) in fmt.param_shapes(rows, cols).items():
+            setattr(self, suffix, nn.Parameter(shape, dtype))
 
     def _weight_args(self) -> list[nn.Tensor]:
-        return [self.q_weight, self.q_scale] if self.fmt.quantized else [self.weight]
+        return [getattr(self, suffix) for suffix in self._names]
 
     def _element(self, weight: list[te.Tensor], row, col) -> tirx.PrimExpr:
         """M[row, col], read straight from the stored (maybe packed) parameters."""
         if self.fmt.quantized:
-            return _dequantized_value(weight[0], weight[1], row, col, self.fmt)
+            return _dequantized_value(weight, row, col, self.fmt)
         return weight[0][row, col]
 
     def rows_of(self, ids: nn.Tensor) -> nn.Tensor:

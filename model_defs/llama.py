@@ -22,7 +22,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedK
 
 from compiler.errors import ConfigFieldError, UnsupportedError
 
-from .layers import Embedding, Linear, WeightFormat
+from .layers import Embedding, Linear, WeightFormats
 
 SUPPORTED_ROPE_TYPES = ("default", "llama3")
 LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
@@ -190,12 +190,12 @@ def _rope(hf: dict, arch: str) -> tuple[float, dict | None]:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: LlamaConfig, fmt: WeightFormat):
+    def __init__(self, cfg: LlamaConfig, fmt: WeightFormats, prefix: str):
         self.num_q, self.num_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         # q, k and v projections fused along the output dimension (MLC's qkv_proj layout).
         qkv_out = (self.num_q + 2 * self.num_kv) * self.head_dim
-        self.qkv_proj = Linear(cfg.hidden_size, qkv_out, fmt, bias=cfg.qkv_bias)
-        self.o_proj = Linear(self.num_q * self.head_dim, cfg.hidden_size, fmt, bias=cfg.o_bias)
+        self.qkv_proj = Linear(cfg.hidden_size, qkv_out, fmt(f"{prefix}.qkv_proj"), bias=cfg.qkv_bias)
+        self.o_proj = Linear(self.num_q * self.head_dim, cfg.hidden_size, fmt(f"{prefix}.o_proj"), bias=cfg.o_bias)
 
     def forward(self, x: nn.Tensor, kv_cache: PagedKVCache, layer_id: int) -> nn.Tensor:
         b, s, _ = x.shape
@@ -205,11 +205,11 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: LlamaConfig, fmt: WeightFormat):
+    def __init__(self, cfg: LlamaConfig, fmt: WeightFormats, prefix: str):
         self.intermediate = cfg.intermediate_size
         # gate and up projections fused along the output dimension (MLC's gate_up_proj layout).
-        self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, fmt)
-        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, fmt)
+        self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, fmt(f"{prefix}.gate_up_proj"))
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, fmt(f"{prefix}.down_proj"))
 
     def forward(self, x: nn.Tensor) -> nn.Tensor:
         gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
@@ -217,9 +217,9 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: LlamaConfig, fmt: WeightFormat):
-        self.self_attn = Attention(cfg, fmt)
-        self.mlp = MLP(cfg, fmt)
+    def __init__(self, cfg: LlamaConfig, fmt: WeightFormats, prefix: str):
+        self.self_attn = Attention(cfg, fmt, f"{prefix}.self_attn")
+        self.mlp = MLP(cfg, fmt, f"{prefix}.mlp")
         self.input_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=fmt.model_dtype)
         self.post_attention_layernorm = nn.RMSNorm(
             cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=fmt.model_dtype
@@ -231,9 +231,9 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, cfg: LlamaConfig, fmt: WeightFormat):
-        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, fmt)
-        self.layers = nn.ModuleList([DecoderLayer(cfg, fmt) for _ in range(cfg.num_hidden_layers)])
+    def __init__(self, cfg: LlamaConfig, fmt: WeightFormats):
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, fmt("model.embed_tokens"))
+        self.layers = nn.ModuleList([DecoderLayer(cfg, fmt, f"model.layers.{i}") for i in range(cfg.num_hidden_layers)])
         self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=fmt.model_dtype)
 
     def forward(self, x: nn.Tensor, kv_cache: PagedKVCache) -> nn.Tensor:
@@ -256,11 +256,12 @@ class LlamaForCausalLM(nn.Module):
     """The exported functions are the interface WebLLM calls (../shared/INTEROP.md):
     embed, prefill, decode and create_tir_paged_kv_cache."""
 
-    def __init__(self, cfg: LlamaConfig, fmt: WeightFormat, target):
+    def __init__(self, cfg: LlamaConfig, fmt: WeightFormats, target):
+        """`fmt` gives each matrix's format by its parameter prefix (model.layers.N.mlp.down_proj, ...)."""
         self.cfg, self.fmt, self.target = cfg, fmt, target
         self.model = LlamaModel(cfg, fmt)
         if not cfg.tie_word_embeddings:
-            self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, fmt)
+            self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, fmt("lm_head"))
 
     def _logits(self, hidden: nn.Tensor) -> nn.Tensor:
         head = self.model.embed_tokens if self.cfg.tie_word_embeddings else self.lm_head

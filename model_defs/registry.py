@@ -15,7 +15,7 @@ from . import llama, mistral, qwen2
 class Family:
     model_type: str  # MLC's model_type, written to mlc-chat-config.json
     config_class: type  # .from_hf(config.json dict) -> config, raising UnsupportedError
-    model_class: type  # nn.Module(config, WeightFormat, target)
+    model_class: type  # nn.Module(config, WeightFormats, target)
     weight_sources: Callable[[Any], dict[str, list[str]]]  # kiln weight -> HF tensors to concatenate
 
 

@@ -58,7 +58,7 @@ def smollm2_gguf():
 
 @pytest.fixture(scope="session")
 def demo_work(tmp_path_factory, smollm2_gguf):
-    """A `kiln demo` work folder whose bundles (the real model, q4f32_1 and q4f16_1) are built."""
+    """A `kiln demo` work folder whose bundles (the real model, compiler/demo.py's QUANTIZATIONS) are built."""
     from compiler.demo import demo_bundles
 
     work = tmp_path_factory.mktemp("demo")

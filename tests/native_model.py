@@ -16,6 +16,7 @@ from compiler.convert_weights import convert_weights
 from compiler.model_module import build_model_module
 from compiler.quantize import get_quantization
 from compiler.tensor_cache import read_tensor_cache
+from compiler.weight_formats import plan_formats
 
 CONTEXT = 256
 PREFILL_CHUNK = 128
@@ -54,10 +55,12 @@ class NativeModel:
             family = dataclasses.replace(family, model_class=_with_all_logits(family.model_class))
         target = tvm.target.Target("llvm")
         sizes = dict(context_window=context, prefill_chunk=PREFILL_CHUNK, with_sampling=False)
-        module = build_model_module(family, ckpt.model_config, get_quantization(quantization), target, **sizes)
+        quant = get_quantization(quantization)
+        self.formats = plan_formats(ckpt, quant).formats  # as kiln build chooses them
+        module = build_model_module(family, ckpt.model_config, quant, target, formats=self.formats, **sizes)
         plain = build_model_module(family, ckpt.model_config, get_quantization("q0f32"), target, **sizes)
-        convert_weights(ckpt, module.params, {p["name"]: p["shape"] for p in plain.params},
-                        get_quantization(quantization), work_dir)
+        convert_weights(ckpt, module.params, {p["name"]: p["shape"] for p in plain.params}, quant, work_dir,
+                        formats=self.formats)
         self.weights = read_tensor_cache(work_dir)
         self.params = [tvm.runtime.tensor(self.weights[p["name"]]) for p in module.params]
         self.vm = relax.VirtualMachine(relax.build(module.mod, target=target), tvm.cpu())

@@ -1,5 +1,5 @@
 """The demo chat site (`kiln site`, runtime_web/demo/) in headless Chromium, driven like a person
-would: pick the real SmolLM2-135M-Instruct (q4f32_1), cancel a slow load, load it and watch the progress reach 100 %, send a message with Enter,
+would: pick the real SmolLM2-135M-Instruct (the demo's default bundle), cancel a slow load, load it and watch the progress reach 100 %, send a message with Enter,
 see the reply stream in (the text grows across observations), stop it mid-stream, regenerate it
 (prefill/decode tokens per second and the backend shown), then reload with the network off and the
 server gone, load the model again from the browser's caches and ask it the capital of France (the
@@ -20,13 +20,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from compiler import toolchain
-from compiler.demo import model_id, prepare_demo
+from compiler.demo import QUANTIZATIONS, model_id, prepare_demo
 from compiler.run_library import launch_chromium
 from compiler.serve import StaticServer
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-MODEL_ID = model_id("q4f32_1")
+MODEL_ID = model_id(QUANTIZATIONS[0])
 ARTIFACT = toolchain.REPO_ROOT / "test-artifacts" / "demo-conversation.png"
 STATS = re.compile(r"WebGPU · prefill [\d.]+ tok/s · decode [\d.]+ tok/s · \d+ tokens")
 TIMEOUT_MS = 120_000
@@ -147,9 +147,9 @@ def test_demo_site_chat_stop_offline_and_privacy(site):
 
             # -- first visit: pick the model, load it ------------------------------------------------
             page.goto(origin + "/")
-            # The real model, q4f32_1 first (the default: any WebGPU adapter, or WASM), then q4f16_1.
+            # The real model, the f32 bundle first (the default: any WebGPU adapter, or WASM), then the f16 one.
             expect(page.locator("#model-select option")).to_have_count(2)
-            expect(page.locator("#model-select option").first).to_contain_text("SmolLM2-135M-Instruct-q4f32_1")
+            expect(page.locator("#model-select option").first).to_contain_text(MODEL_ID)
             expect(page.locator("#boot-hint")).to_be_hidden()
             expect(page.locator("#model-info")).to_contain_text("WebGPU or WASM")
             expect(page.locator("#model-info")).to_contain_text("license apache-2.0")

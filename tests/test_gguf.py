@@ -348,17 +348,21 @@ print(sum(tensors.read(name).size for name in tensors.names()))
     assert (tmp_path / "tokenizer.json").is_file() and int(proc.stdout.split()[-1]) > 0
 
 
-def test_tiny_gguf_bundle_greedy_equals_transformers(tiny_gguf, tmp_path, capsys):
-    """A q0f32 bundle of the multi-type file, run on WASM in Node, decodes transformers' tokens."""
+@pytest.mark.parametrize("which, quantization", [("tiny", "q0f32"), ("carry", None)])
+def test_tiny_gguf_bundle_greedy_equals_transformers(which, quantization, request, tmp_path, capsys):
+    """A q0f32 bundle of the multi-type file, and a bundle at kiln build's default (q4f32_2: the
+    grids kept) of the 4-bit file, run on WASM in Node, decode transformers' tokens."""
     import torch
     from greedy_runs import kiln_node_greedy, transformers_greedy
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from compiler.build import BuildOptions, build_bundle
 
+    tiny_gguf = request.getfixturevalue(f"{which}_gguf")
     bundle = tmp_path / "bundle"
-    build_bundle(BuildOptions(checkpoint=tiny_gguf, out=bundle, quantization="q0f32", targets=("wasm",),
+    build_bundle(BuildOptions(checkpoint=tiny_gguf, out=bundle, quantization=quantization, targets=("wasm",),
                               context_window=TINY["context"], prefill_chunk=64), log=lambda *a, **k: None)
+    assert json.loads((bundle / "kiln-config.json").read_text())["quantization"] == (quantization or "q4f32_2")
     assert {"tokenizer.json", "tokenizer_config.json", "kiln-config.json", "mlc-chat-config.json"} <= \
         {f.name for f in bundle.iterdir()}
     folder, name = tiny_gguf.parent, tiny_gguf.name
@@ -370,9 +374,79 @@ def test_tiny_gguf_bundle_greedy_equals_transformers(tiny_gguf, tmp_path, capsys
     tokens, logits = kiln_node_greedy(bundle, prompt, 16)
     diff = np.abs(logits - ref_logits).max()
     with capsys.disabled():
-        print(f"\n[gguf tiny bundle] prompt {len(prompt)} tokens, prefill max|diff| {diff:.1e}")
+        print(f"\n[gguf {which} bundle, {quantization or 'default'}] prompt {len(prompt)} tokens, prefill max|diff| {diff:.1e}")
     assert diff <= 1e-3
     assert tokens == ref_tokens
+
+
+# Every 4-bit type on its own in some matrix (fused ones included), plus Q8_0: the file shape of
+# real Q4_0 / Q4_1 / Q4_K files, for the exact carry-over test.
+CARRY_TYPES = {
+    "token_embd.weight": "Q8_0", "output.weight": "Q4_1",
+    "blk.0.attn_q.weight": "Q4_0", "blk.0.attn_k.weight": "Q4_0", "blk.0.attn_v.weight": "Q4_0",
+    "blk.0.attn_output.weight": "Q4_1", "blk.0.ffn_gate.weight": "Q4_K", "blk.0.ffn_up.weight": "Q4_K",
+    "blk.0.ffn_down.weight": "Q8_0",
+    "blk.1.attn_q.weight": "Q4_1", "blk.1.attn_k.weight": "Q4_1", "blk.1.attn_v.weight": "Q4_1",
+    "blk.1.attn_output.weight": "Q4_0", "blk.1.ffn_gate.weight": "Q4_1", "blk.1.ffn_up.weight": "Q4_1",
+    "blk.1.ffn_down.weight": "Q4_K",
+}
+# The kiln format each kind of matrix gets (gguf_blocks.GRID_FORMATS, covering_format for mixes).
+CARRIED_AS = {"Q4_0": "int4 zero 8/32 f16", "Q4_1": "int4+min/32 f16", "Q4_K": "int4+min/32 f32",
+              "Q8_0": "int8 zero 128/32 f16", "Q4_0+Q4_1+Q5_0": "int8+min/32 f16",
+              "Q4_K+Q8_0": "int8+min/32 f32", "Q5_1": "int8+min/32 f16", "Q6_K": "int8 zero 128/16 f32",
+              "Q4_K+Q5_K+Q6_K": "int8+min/16 f32"}
+
+
+@pytest.fixture(scope="module")
+def carry_gguf(tmp_path_factory):
+    return write_tiny_gguf(tmp_path_factory.mktemp("carry_gguf") / "tiny-carry.gguf", types=CARRY_TYPES, seed=1)
+
+
+@pytest.mark.parametrize("which", ["carry", "tiny"])
+def test_q4f32_2_weights_equal_the_gguf_weights(which, carry_gguf, tiny_gguf, loaded, tmp_path, capsys):
+    """At q4f32_2 every quantized GGUF matrix keeps its grid: the bundle's parameters, dequantized
+    as the kernels do (quantize.unpack), equal the file's dequantized (un-permuted) weights bit for
+    bit, for Q4_0, Q4_1, Q4_K and Q8_0 each in its own format (`carry`) and for fused mixes of every
+    type (`tiny`); a matrix with a float part is quantized from its values instead."""
+    from compiler.convert_weights import convert_weights
+    from compiler.model_module import build_model_module
+    from compiler.quantize import get_quantization, unpack
+    from compiler.tensor_cache import read_tensor_cache
+    from compiler.wasm_library import make_target
+    from compiler.weight_formats import matrix_sources, plan_formats
+
+    ckpt = loaded(carry_gguf if which == "carry" else tiny_gguf)
+    quant = get_quantization("q4f32_2")
+    tensors = ckpt.open_tensors()
+    plan = plan_formats(ckpt, quant, tensors)
+    sizes = dict(context_window=64, prefill_chunk=16, with_sampling=False)
+    module = build_model_module(ckpt.family, ckpt.model_config, quant, make_target("wasm"), formats=plan.formats, **sizes)
+    plain = build_model_module(ckpt.family, ckpt.model_config, get_quantization("q0f32"), make_target("wasm"), **sizes)
+    cache = convert_weights(ckpt, module.params, {p["name"]: p["shape"] for p in plain.params}, quant, tmp_path,
+                            formats=plan.formats)
+    weights = read_tensor_cache(tmp_path)
+    carried, over_budget = {}, []
+    for prefix, parts in matrix_sources(ckpt, tensors).items():
+        source = "+".join(sorted({tensors.dtype(p) for p in parts}))
+        if prefix not in plan.formats.per_matrix:
+            assert any(tensors.dtype(p) in ("F32", "F16", "BF16") for p in parts), prefix
+            continue
+        fmt = plan.formats(prefix)
+        params = {suffix: weights[f"{prefix}.{suffix}"] for suffix in fmt.param_shapes(1, 1)}
+        expected = np.concatenate([tensors.read(p) for p in parts])
+        got = unpack(params, fmt, expected.shape[1])
+        assert got.dtype == np.float32 and np.array_equal(got, expected), f"{prefix} ({source})"
+        carried[source] = fmt.describe()
+        if sum(a.nbytes for a in params.values()) > sum(tensors.nbytes(p) for p in parts):
+            over_budget.append(source)
+    assert carried == {k: v for k, v in CARRIED_AS.items() if k in carried}
+    if which == "carry":
+        assert set(carried) == {"Q4_0", "Q4_1", "Q4_K", "Q8_0"}
+        # No more bytes than the file, except Q4_K's float32 sub-block scales (6.0 bits vs 4.5).
+        assert set(over_budget) == {"Q4_K"}, over_budget
+    with capsys.disabled():
+        print(f"\n[gguf carry-over, {which}] {cache['metadata']['BitsPerParam']:.2f} bits/param; "
+              + ", ".join(f"{k} -> {v}" for k, v in sorted(carried.items())))
 
 
 def test_unpermute_inverts_llama_cpp_permutation():

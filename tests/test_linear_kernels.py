@@ -4,7 +4,11 @@ compiler/schedules.py's LinearRule) equal NumPy, on WebGPU in headless Chromium 
 The module has the shapes that reach each branch of the schedule: an int4 linear with K a multiple
 of 8 (packed words read once) followed by a residual add (a fused epilogue), and a plain f32 linear
 with K not a multiple of 8 and no epilogue; each at 1 token (decode tiles), 2 tokens and 37 tokens
-(prefill tiles; 37 is not a multiple of the 8 tokens a thread takes, so a tile runs past the end)."""
+(prefill tiles; 37 is not a multiple of the 8 tokens a thread takes, so a tile runs past the end).
+The packed formats compiler/quantize.py defines each have a linear too (FORMATS): MLC's "_1", kiln's
+scale + min with float16 pairs (scales decoded from their bits in the kernel: subnormal, negative
+and zero ones included), and the per-tensor formats GGUF files carry over (int8 with float16 scales,
+int4 + min with float32 scales, int8 in groups of 16)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import numpy as np
 import pytest
 
 from compiler import smoke
-from compiler.quantize import pack_q4, unpack_q4
+from compiler.quantize import F16_PAIRS, WeightFormat, get_quantization, pack_q4, quantize, unpack, unpack_q4
 from compiler.run_library import run_in_chromium, run_in_node
 from compiler.schedules import rule_report, scheduled_kernels
 from compiler.wasm_library import build_wasm_library, make_target
@@ -21,6 +25,13 @@ Q4_IN, Q4_OUT = 256, 512
 F32_IN, F32_OUT = 100, 96
 TOKENS = (1, 2, 37)
 RUNNERS = {"wasm": (run_in_node, "cpu"), "webgpu": (run_in_chromium, "webgpu")}
+PACKED_IN, PACKED_OUT = 96, 72
+FORMATS = {
+    "q4f32_2": get_quantization("q4f32_2").weight_format(),
+    "int8_f16": WeightFormat("float32", 8, 32, zero=128, scale_dtype=F16_PAIRS),
+    "int4_min_f32": WeightFormat("float32", 4, 32, has_min=True, scale_dtype="float32"),
+    "int8_g16_f32": WeightFormat("float32", 8, 16, zero=128, scale_dtype="float32"),
+}
 
 
 def linear_module():
@@ -32,8 +43,9 @@ def linear_module():
 
     class Linears(nn.Module):
         def __init__(self):
-            self.a = Linear(Q4_IN, Q4_OUT, WeightFormat("float32", bits=4))
+            self.a = Linear(Q4_IN, Q4_OUT, get_quantization("q4f32_1").weight_format())
             self.b = Linear(F32_IN, F32_OUT, WeightFormat("float32"))
+            self.packed = nn.ModuleList([Linear(PACKED_IN, PACKED_OUT, fmt) for fmt in FORMATS.values()])
 
         def q4(self, x, r):
             return self.a(x) + r
@@ -41,10 +53,29 @@ def linear_module():
         def f32(self, x):
             return self.b(x)
 
+        def packed_formats(self, x):
+            return tuple(linear(x) for linear in self.packed)
+
     tokens = lambda width: nn.spec.Tensor([1, "n", width], "float32")  # noqa: E731
     mod, _ = Linears().export_tvm(spec={"q4": {"x": tokens(Q4_IN), "r": tokens(Q4_OUT)},
-                                        "f32": {"x": tokens(F32_IN)}})
+                                        "f32": {"x": tokens(F32_IN)},
+                                        "packed_formats": {"x": tokens(PACKED_IN)}})
     return mod
+
+
+def packed_weights(rng) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(the parameters of FORMATS' linears in order, their dequantized weights). Scales of 2^-20
+    (float16 subnormals), 0 and negative values are in the mix."""
+    params, weights = [], []
+    for fmt in FORMATS.values():
+        w = rng.standard_normal((PACKED_OUT, PACKED_IN)).astype("float32")
+        w[0, :32] *= 2.0**-20  # a float16 subnormal scale
+        w[1, 32:64] = 0  # a zero group
+        w[2] -= 3  # negative mins
+        packed = quantize(w, fmt)
+        params += [packed[suffix] for suffix in fmt.param_shapes(PACKED_OUT, PACKED_IN)]
+        weights.append(unpack(packed, fmt, PACKED_IN).astype("float64"))
+    return params, weights
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +98,25 @@ def test_linear_kernels_match_numpy(target, libraries, capsys):
     q_weight, q_scale = pack_q4(rng.standard_normal((Q4_OUT, Q4_IN)).astype("float32"))
     w_q4 = unpack_q4(q_weight, q_scale, Q4_IN).astype("float64")
     w_f32 = rng.standard_normal((F32_OUT, F32_IN)).astype("float32")
+    packed, w_packed = packed_weights(rng)
     worst = 0.0
     for n in TOKENS:
         x = rng.standard_normal((1, n, Q4_IN)).astype("float32")
         r = rng.standard_normal((1, n, Q4_OUT)).astype("float32")
         x2 = rng.standard_normal((1, n, F32_IN)).astype("float32")
-        params = [q_weight, q_scale, w_f32]
-        cases = [("q4", [x, r, *params], x.astype("float64") @ w_q4.T + r),
-                 ("f32", [x2, *params], x2.astype("float64") @ w_f32.astype("float64").T)]
+        x3 = rng.standard_normal((1, n, PACKED_IN)).astype("float32")
+        params = [q_weight, q_scale, w_f32, *packed]
+        cases = [("q4", [x, r, *params], [x.astype("float64") @ w_q4.T + r]),
+                 ("f32", [x2, *params], [x2.astype("float64") @ w_f32.astype("float64").T]),
+                 ("packed_formats", [x3, *params], [x3.astype("float64") @ w.T for w in w_packed])]
         for func, inputs, expected in cases:
             result = run(libraries[target], {"device": device, "func": func,
                                              "inputs": [smoke.tensor_arg(a) for a in inputs]})
-            got = smoke.output_array(result["outputs"][0])
-            assert got.shape == expected.shape, (func, n)
-            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3, err_msg=f"{func}, {n} tokens")
-            worst = max(worst, float(np.abs(got - expected).max()))
+            assert len(result["outputs"]) == len(expected), func
+            for name, out, want in zip(FORMATS if len(expected) > 1 else [func], result["outputs"], expected):
+                got = smoke.output_array(out)
+                assert got.shape == want.shape, (name, n)
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-3, err_msg=f"{name}, {n} tokens")
+                worst = max(worst, float(np.abs(got - want).max()))
     with capsys.disabled():
         print(f"\n[linear kernels, {target}] tokens {TOKENS}: max|diff| {worst:.1e}")

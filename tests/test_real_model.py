@@ -10,8 +10,10 @@ the GGUF file and compared with transformers loading the same file (`gguf_file=`
   teacher-forced positions agree at >= 99 % of them (the figure is printed).
 - A prompt prefilled in two calls predicts what it does in one (on WebGPU this needs kiln's
   race-free attention-state merge, compiler/schedules.py race_free_merge_state).
-- q4f32_1 answers "What is the capital of France?" with a reply that mentions Paris, on both
-  backends (the demo site's test asks it too).
+- The demo's default bundle, kiln build's default for a GGUF file (q4f32_2: the file's Q4_1 and
+  Q8_0 grids kept exactly), has the same greedy parity on WASM (all 8 prompts), and answers "What
+  is the capital of France?" with a reply that mentions Paris on both backends (the demo site's
+  test asks it too).
 - Perplexity on a fixed English text (tests/data/english_prose.txt, ~2,000 tokens) with the same
   Relax module built for the native CPU: kiln's q0f32 equals transformers' within 0.5 %. The 4-bit
   formats' perplexities are a quality figure, not a pass/fail check: scripts/bench_quality.py prints
@@ -32,6 +34,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from compiler import toolchain
 from compiler.build import BuildOptions, build_bundle
+from compiler.demo import QUANTIZATIONS
 from compiler.run_library import HARNESS_DIR, call_in_chromium
 from compiler.serve import StaticServer
 from native_model import NativeModel
@@ -124,21 +127,80 @@ def forced(q0f32_bundle, reference):
     return results
 
 
-@pytest.mark.parametrize("backend", ["wasm", "webgpu"])
-def test_q0f32_greedy_equals_transformers(backend, forced, reference, capsys):
-    tok, _, jobs = reference
+DEFAULT = QUANTIZATIONS[0]  # the demo's default bundle, kiln build's default for GGUF input
+
+
+@pytest.fixture(scope="module")
+def forced_default(demo_bundles, reference):
+    """WASM's teacher-forced results for every prompt on the demo's default bundle, and seconds."""
+    started = time.monotonic()
+    results = teacher_force(demo_bundles[DEFAULT], "wasm", reference[2])
+    return results, time.monotonic() - started
+
+
+def parting_points(results: list[dict], jobs: list[dict]) -> list[str]:
+    """Where each prompt's greedy reply would part from transformers' (none if identical)."""
     parted = []
-    results, _, seconds = forced[backend]
     for text, job, result in zip(PROMPTS, jobs, results):
         first = next((i for i, (a, b) in enumerate(zip(result["top1"], job["forced"])) if a != b), None)
         if first is not None:
             parted.append(f"{text!r}: token {first} (kiln {result['top1'][first]}, transformers "
                           f"{job['forced'][first]}, logit margin {result['margin'][first]:.2e})")
+    return parted
+
+
+@pytest.mark.parametrize("backend", ["wasm", "webgpu"])
+def test_q0f32_greedy_equals_transformers(backend, forced, reference, capsys):
+    tok, _, jobs = reference
+    results, _, seconds = forced[backend]
+    parted = parting_points(results, jobs)
     with capsys.disabled():
         print(f"\n[real model q0f32 {backend}] greedy {len(results)} prompts x {NEW_TOKENS} tokens ({seconds:.0f} s): "
               f"{len(results) - len(parted)} identical to transformers" + "".join(f"\n  parts at {p}" for p in parted))
         print(f"  first reply: {tok.decode(jobs[0]['forced'], skip_special_tokens=True)!r}")
     assert len(results) == PROMPTS_ON[backend]
+    assert not parted, parted
+
+
+def test_default_bundle_weights_equal_the_gguf(smollm2_gguf, demo_bundles, capsys):
+    """Every matrix of the demo's default bundle dequantizes to exactly the file's dequantized
+    values (210 Q4_1 matrices, the Q8_0 embedding), at the file's bits per parameter or fewer."""
+    from compiler.checkpoint import load_checkpoint
+    from compiler.quantize import get_quantization, unpack
+    from compiler.tensor_cache import read_tensor_cache
+    from compiler.weight_formats import matrix_sources, plan_formats
+
+    ckpt = load_checkpoint(smollm2_gguf)
+    tensors = ckpt.open_tensors()
+    plan = plan_formats(ckpt, get_quantization(DEFAULT), tensors)
+    weights = read_tensor_cache(demo_bundles[DEFAULT])
+    sources = matrix_sources(ckpt, tensors)
+    assert set(plan.formats.per_matrix) == set(sources)  # every matrix keeps its grid
+    differ, kiln_bytes, file_bytes = [], 0, 0
+    for prefix, parts in sources.items():
+        fmt = plan.formats(prefix)
+        params = {suffix: weights[f"{prefix}.{suffix}"] for suffix in fmt.param_shapes(1, 1)}
+        expected = np.concatenate([tensors.read(p) for p in parts])
+        if not np.array_equal(unpack(params, fmt, expected.shape[1]), expected):
+            differ.append(prefix)
+        kiln_bytes += sum(a.nbytes for a in params.values())
+        file_bytes += sum(tensors.nbytes(p) for p in parts)
+    with capsys.disabled():
+        print(f"\n[real model {DEFAULT}] {len(sources)} matrices: " + "; ".join(plan.summary())
+              + f"; {kiln_bytes / 2**20:.1f} MiB (file {file_bytes / 2**20:.1f} MiB)")
+    assert not differ, differ[:3]
+    assert kiln_bytes <= file_bytes
+
+
+def test_default_format_greedy_equals_transformers(forced_default, reference, capsys):
+    """q4f32_2 keeps the GGUF's weights exactly, so its greedy replies are transformers' on the file."""
+    _, _, jobs = reference
+    results, seconds = forced_default
+    parted = parting_points(results, jobs)
+    with capsys.disabled():
+        print(f"\n[real model {DEFAULT} wasm] greedy {len(results)} prompts x {NEW_TOKENS} tokens ({seconds:.0f} s): "
+              f"{len(results) - len(parted)} identical to transformers" + "".join(f"\n  parts at {p}" for p in parted))
+    assert len(results) == len(PROMPTS)
     assert not parted, parted
 
 
@@ -168,10 +230,10 @@ def chat_reply(bundle: Path, backend: str, messages: list[dict], max_tokens: int
 
 
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])
-def test_q4f32_1_knows_the_capital_of_france(backend, demo_bundles, capsys):
-    reply = chat_reply(demo_bundles["q4f32_1"], backend, [{"role": "user", "content": PROMPTS[0]}], 24)
+def test_default_format_knows_the_capital_of_france(backend, demo_bundles, capsys):
+    reply = chat_reply(demo_bundles[DEFAULT], backend, [{"role": "user", "content": PROMPTS[0]}], 24)
     with capsys.disabled():
-        print(f"\n[real model q4f32_1 {backend}] {PROMPTS[0]} -> {reply!r}")
+        print(f"\n[real model {DEFAULT} {backend}] {PROMPTS[0]} -> {reply!r}")
     assert "Paris" in reply
 
 
