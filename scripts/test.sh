@@ -3,4 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec "${KILN_VENV:-$PWD/.venv}/bin/python" -m pytest "$@"
+# Two pytest-xdist workers (KILN_TEST_WORKERS; 0 runs in this process), one test file per worker at
+# a time, in the order tests/conftest.py gives (heaviest first).
+exec "${KILN_VENV:-$PWD/.venv}/bin/python" -m pytest -n "${KILN_TEST_WORKERS:-2}" --dist loadgroup \
+  --no-loadscope-reorder "$@"

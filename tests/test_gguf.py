@@ -263,7 +263,7 @@ def js_encode(jobs: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------------- tests
 
 
-def test_tokenizer_ids_equal_transformers(smollm2_gguf, tiny_gguf, tiny_sentencepiece_gguf, loaded, tmp_path, capsys):
+def test_tokenizer_ids_equal_transformers(smollm2_gguf, tiny_gguf, tiny_sentencepiece_gguf, loaded, tmp_path, report):
     """kiln's JS tokenizer on the GGUF-derived tokenizer.json == AutoTokenizer(gguf_file=) ids, for
     SmolLM2's byte-level BPE and for tiny byte-level and sentencepiece vocabularies that add BOS."""
     from transformers import AutoTokenizer
@@ -289,10 +289,9 @@ def test_tokenizer_ids_equal_transformers(smollm2_gguf, tiny_gguf, tiny_sentence
             assert not wrong, f"{gguf_path.name} {key}: {len(wrong)} texts differ, first: {wrong[0]}"
     for want in expected[1:]:  # the tiny tokenizers add BOS
         assert all(ids[:1] == [want["bos"]] for ids in want["ids"])
-    with capsys.disabled():
-        tokens = sum(len(ids) for ids in expected[0]["ids"])
-        print(f"\n[gguf tokenizer] {len(texts)} texts ({tokens} SmolLM2 tokens): JS ids == transformers' "
-              f"for {', '.join(f.name for f in files)}")
+    tokens = sum(len(ids) for ids in expected[0]["ids"])
+    report(f"\n[gguf tokenizer] {len(texts)} texts ({tokens} SmolLM2 tokens): JS ids == transformers' "
+           f"for {', '.join(f.name for f in files)}")
 
 
 def test_tensors_equal_transformers_weights(gguf_file, loaded):
@@ -349,7 +348,7 @@ print(sum(tensors.read(name).size for name in tensors.names()))
 
 
 @pytest.mark.parametrize("which, quantization", [("tiny", "q0f32"), ("carry", None)])
-def test_tiny_gguf_bundle_greedy_equals_transformers(which, quantization, request, tmp_path, capsys):
+def test_tiny_gguf_bundle_greedy_equals_transformers(which, quantization, request, tmp_path, report):
     """A q0f32 bundle of the multi-type file, and a bundle at kiln build's default (q4f32_2: the
     grids kept) of the 4-bit file, run on WASM in Node, decode transformers' tokens."""
     import torch
@@ -373,8 +372,7 @@ def test_tiny_gguf_bundle_greedy_equals_transformers(which, quantization, reques
     ref_tokens, ref_logits = transformers_greedy(model, prompt, 16)
     tokens, logits = kiln_node_greedy(bundle, prompt, 16)
     diff = np.abs(logits - ref_logits).max()
-    with capsys.disabled():
-        print(f"\n[gguf {which} bundle, {quantization or 'default'}] prompt {len(prompt)} tokens, prefill max|diff| {diff:.1e}")
+    report(f"\n[gguf {which} bundle, {quantization or 'default'}] prompt {len(prompt)} tokens, prefill max|diff| {diff:.1e}")
     assert diff <= 1e-3
     assert tokens == ref_tokens
 
@@ -403,7 +401,7 @@ def carry_gguf(tmp_path_factory):
 
 
 @pytest.mark.parametrize("which", ["carry", "tiny"])
-def test_q4f32_2_weights_equal_the_gguf_weights(which, carry_gguf, tiny_gguf, loaded, tmp_path, capsys):
+def test_q4f32_2_weights_equal_the_gguf_weights(which, carry_gguf, tiny_gguf, loaded, tmp_path, report):
     """At q4f32_2 every quantized GGUF matrix keeps its grid: the bundle's parameters, dequantized
     as the kernels do (quantize.unpack), equal the file's dequantized (un-permuted) weights bit for
     bit, for Q4_0, Q4_1, Q4_K and Q8_0 each in its own format (`carry`) and for fused mixes of every
@@ -444,9 +442,8 @@ def test_q4f32_2_weights_equal_the_gguf_weights(which, carry_gguf, tiny_gguf, lo
         assert set(carried) == {"Q4_0", "Q4_1", "Q4_K", "Q8_0"}
         # No more bytes than the file, except Q4_K's float32 sub-block scales (6.0 bits vs 4.5).
         assert set(over_budget) == {"Q4_K"}, over_budget
-    with capsys.disabled():
-        print(f"\n[gguf carry-over, {which}] {cache['metadata']['BitsPerParam']:.2f} bits/param; "
-              + ", ".join(f"{k} -> {v}" for k, v in sorted(carried.items())))
+    report(f"\n[gguf carry-over, {which}] {cache['metadata']['BitsPerParam']:.2f} bits/param; "
+           + ", ".join(f"{k} -> {v}" for k, v in sorted(carried.items())))
 
 
 def test_unpermute_inverts_llama_cpp_permutation():
@@ -475,52 +472,52 @@ def test_llama3_rope_scaling_from_rope_freqs(theta, head_dim, factor, tmp_path):
 # ------------------------------------------------------------------------------- errors
 
 
-def _build_error(capsys, checkpoint, tmp_path) -> str:
+def _build_error(report, checkpoint, tmp_path) -> str:
     """Runs `kiln build` on `checkpoint`; asserts exit code 1, one line on stderr, nothing written."""
     from compiler.cli import main
 
     out = tmp_path / "bundle"
     code = main(["build", str(checkpoint), "--quantization", "q4f32_1", "--out", str(out)])
-    err = capsys.readouterr().err
+    err = report.readouterr().err
     assert code == 1
     assert len(err.strip().splitlines()) == 1, err
     assert not out.exists() and not list(tmp_path.glob(".bundle*"))
     return err.strip()
 
 
-def test_not_a_gguf_file(tmp_path, capsys):
+def test_not_a_gguf_file(tmp_path, report):
     bad = tmp_path / "model.gguf"
     bad.write_text("this is a text file, not a model\n")
-    err = _build_error(capsys, bad, tmp_path)
+    err = _build_error(report, bad, tmp_path)
     assert err.startswith("error[checkpoint]: ") and "not a GGUF file" in err
 
 
-def test_truncated_gguf(tiny_gguf, tmp_path, capsys):
+def test_truncated_gguf(tiny_gguf, tmp_path, report):
     data = tiny_gguf.read_bytes()
     for keep in (len(data) // 2, 64):  # cut in the tensor data, and in the metadata
         cut = tmp_path / f"cut-{keep}.gguf"
         cut.write_bytes(data[:keep])
-        err = _build_error(capsys, cut, tmp_path)
+        err = _build_error(report, cut, tmp_path)
         assert err.startswith("error[checkpoint]: ") and "truncated or corrupt" in err
 
 
-def test_unsupported_architecture(tmp_path, capsys):
+def test_unsupported_architecture(tmp_path, report):
     other = write_tiny_gguf(tmp_path / "other.gguf", arch="gpt2")
-    err = _build_error(capsys, other, tmp_path)
+    err = _build_error(report, other, tmp_path)
     assert err.startswith("error[unsupported]: ") and "'gpt2'" in err and "architecture llama" in err
 
 
-def test_zero_heads(tmp_path, capsys):
+def test_zero_heads(tmp_path, report):
     # Before: accepted as a config, failing later inside the compiler.
     zero = write_tiny_gguf(tmp_path / "zero-heads.gguf", heads=0)
-    err = _build_error(capsys, zero, tmp_path)
+    err = _build_error(report, zero, tmp_path)
     assert err.startswith("error[checkpoint]: zero-heads.gguf's metadata llama.attention.head_count "
                           "(config field num_attention_heads) is 0"), err
     assert "download or convert it again" in err
 
 
-def test_unsupported_tensor_type(tmp_path, capsys):
+def test_unsupported_tensor_type(tmp_path, report):
     q2 = write_tiny_gguf(tmp_path / "q2k.gguf", types={"blk.0.ffn_up.weight": "Q2_K"})
-    err = _build_error(capsys, q2, tmp_path)
+    err = _build_error(report, q2, tmp_path)
     assert err.startswith("error[unsupported]: ") and "Q2_K" in err and "blk.0.ffn_up.weight" in err
     assert all(name in err for name in SUPPORTED_TYPES)

@@ -12,7 +12,7 @@ RUNNERS = {"wasm": (run_in_node, "cpu"), "webgpu": (run_in_chromium, "webgpu")}
 
 
 @pytest.mark.parametrize("target", ["wasm", "webgpu"])
-def test_dense_softmax_matches_numpy(target, dense_softmax_libraries, capsys):
+def test_dense_softmax_matches_numpy(target, dense_softmax_libraries, report):
     run, device = RUNNERS[target]
     rng = np.random.default_rng(42)
     w = rng.standard_normal((smoke.HIDDEN, smoke.CLASSES)).astype("float32")
@@ -24,10 +24,9 @@ def test_dense_softmax_matches_numpy(target, dense_softmax_libraries, capsys):
         got = smoke.output_array(result["outputs"][0])
         assert got.shape == (n, smoke.CLASSES)
         np.testing.assert_allclose(got, smoke.softmax_reference(x, w, b), rtol=0, atol=1e-5)
-        with capsys.disabled():
-            where = "Node" if target == "wasm" else "Chromium"
-            print(f"\n[{target}] ran in {where}, {describe_adapter(result['adapter'])}; n={n} "
-                  f"max|diff|={np.abs(got - smoke.softmax_reference(x, w, b)).max():.1e}")
+        where = "Node" if target == "wasm" else "Chromium"
+        report(f"\n[{target}] ran in {where}, {describe_adapter(result['adapter'])}; n={n} "
+               f"max|diff|={np.abs(got - smoke.softmax_reference(x, w, b)).max():.1e}")
     if target == "webgpu":
         assert result["adapter"] is not None, "the WebGPU run reported no adapter"
     else:

@@ -92,7 +92,7 @@ def test_linear_kernels_are_kilns_on_webgpu():
 
 
 @pytest.mark.parametrize("target", ["webgpu", "wasm"])
-def test_linear_kernels_match_numpy(target, libraries, capsys):
+def test_linear_kernels_match_numpy(target, libraries, report):
     run, device = RUNNERS[target]
     rng = np.random.default_rng(3)
     q_weight, q_scale = pack_q4(rng.standard_normal((Q4_OUT, Q4_IN)).astype("float32"))
@@ -118,5 +118,4 @@ def test_linear_kernels_match_numpy(target, libraries, capsys):
                 assert got.shape == want.shape, (name, n)
                 np.testing.assert_allclose(got, want, rtol=0, atol=1e-3, err_msg=f"{name}, {n} tokens")
                 worst = max(worst, float(np.abs(got - want).max()))
-    with capsys.disabled():
-        print(f"\n[linear kernels, {target}] tokens {TOKENS}: max|diff| {worst:.1e}")
+    report(f"\n[linear kernels, {target}] tokens {TOKENS}: max|diff| {worst:.1e}")

@@ -119,7 +119,7 @@ def transformers_rope(qkv: np.ndarray, positions: np.ndarray, head_dim: int) -> 
 
 
 @pytest.mark.parametrize("target", ["webgpu", "wasm"])
-def test_llama3_rope_kernel_matches_transformers(target, tmp_path, capsys):
+def test_llama3_rope_kernel_matches_transformers(target, tmp_path, report):
     head_dims = (64, 128)
     library = build_wasm_library(rope_module(head_dims), target, tmp_path / f"rope_{target}.wasm")
     run, device = (run_in_chromium, "webgpu") if target == "webgpu" else (run_in_node, "cpu")
@@ -133,9 +133,8 @@ def test_llama3_rope_kernel_matches_transformers(target, tmp_path, capsys):
         want = transformers_rope(qkv, positions, d)
         diff = max(np.abs(g - w).max() for g, w in zip(got, want))
         near = max(np.abs(g - w)[positions <= 500].max() for g, w in zip(got, want))
-        with capsys.disabled():
-            print(f"\n[llama3 RoPE {target} head_dim {d}] max|kiln - transformers| {near:.1e} at positions <= 500, "
-                  f"{diff:.1e} up to {positions.max()}")
+        report(f"\n[llama3 RoPE {target} head_dim {d}] max|kiln - transformers| {near:.1e} at positions <= 500, "
+               f"{diff:.1e} up to {positions.max()}")
         np.testing.assert_array_equal(got[2], want[2].astype("float32"))  # v passes through
         # WebGPU's cos and sin may err by 2^-11 (SwiftShader does, from position 1 on); far positions
         # add the rounding of float32 angles of ~8000 rad on either target.

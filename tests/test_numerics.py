@@ -67,13 +67,12 @@ def compare(kiln: NativeModel, ref_model, prompt):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_q0f32_matches_transformers(variant, checkpoint_root, tmp_path, capsys):
+def test_q0f32_matches_transformers(variant, checkpoint_root, tmp_path, report):
     folder = checkpoint(checkpoint_root, variant)
     kiln = NativeModel(folder, "q0f32", tmp_path / "bundle")
     ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     prefill_diff, step_diff = compare(kiln, ref, prompt_ids(folder, variant))
-    with capsys.disabled():
-        print(f"\n[{variant} q0f32] prefill max|diff| {prefill_diff:.1e}, decode max|diff| {step_diff:.1e}")
+    report(f"\n[{variant} q0f32] prefill max|diff| {prefill_diff:.1e}, decode max|diff| {step_diff:.1e}")
 
 
 def dequantized_state_dict(kiln: NativeModel, folder, ref_model) -> dict[str, torch.Tensor]:
@@ -95,11 +94,10 @@ def dequantized_state_dict(kiln: NativeModel, folder, ref_model) -> dict[str, to
 
 
 @pytest.mark.parametrize("variant", ["llama3-tiny", "qwen2-tiny"])
-def test_q4f32_matches_dequantized_reference(variant, checkpoint_root, tmp_path, capsys):
+def test_q4f32_matches_dequantized_reference(variant, checkpoint_root, tmp_path, report):
     folder = checkpoint(checkpoint_root, variant)
     kiln = NativeModel(folder, "q4f32_1", tmp_path / "bundle")
     ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     ref.load_state_dict(dequantized_state_dict(kiln, folder, ref), strict=False)
     prefill_diff, step_diff = compare(kiln, ref, prompt_ids(folder, variant))
-    with capsys.disabled():
-        print(f"\n[{variant} q4f32_1] prefill max|diff| {prefill_diff:.1e}, decode max|diff| {step_diff:.1e}")
+    report(f"\n[{variant} q4f32_1] prefill max|diff| {prefill_diff:.1e}, decode max|diff| {step_diff:.1e}")

@@ -148,7 +148,7 @@ def test_builds_for_webgpu_and_wasm(model, published_bundle):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_one_greedy_step_on_wasm_equals_transformers(model, published_bundle, capsys):
+def test_one_greedy_step_on_wasm_equals_transformers(model, published_bundle, report):
     checkpoint, bundle = published_bundle(model)
     tok = AutoTokenizer.from_pretrained(checkpoint)
     prompt = tok.apply_chat_template([{"role": "user", "content": "Why does glaze crack in a kiln?"}],
@@ -166,8 +166,7 @@ def test_one_greedy_step_on_wasm_equals_transformers(model, published_bundle, ca
     result = json.loads(proc.stdout)
     logits = np.array(result["prefillLogits"])
     diff = np.abs(logits - ref_logits).max()
-    with capsys.disabled():
-        print(f"\n[{model} q4f32_1 wasm] prompt {prompt.shape[1]} tokens, token {result['tokens'][0]}, "
-              f"max|logit diff| {diff:.1e} (logits std {ref_logits.std():.1f})")
+    report(f"\n[{model} q4f32_1 wasm] prompt {prompt.shape[1]} tokens, token {result['tokens'][0]}, "
+           f"max|logit diff| {diff:.1e} (logits std {ref_logits.std():.1f})")
     assert diff <= TOLERANCE
     assert result["tokens"] == [int(np.argmax(ref_logits))]

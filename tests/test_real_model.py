@@ -150,19 +150,18 @@ def parting_points(results: list[dict], jobs: list[dict]) -> list[str]:
 
 
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])
-def test_q0f32_greedy_equals_transformers(backend, forced, reference, capsys):
+def test_q0f32_greedy_equals_transformers(backend, forced, reference, report):
     tok, _, jobs = reference
     results, _, seconds = forced[backend]
     parted = parting_points(results, jobs)
-    with capsys.disabled():
-        print(f"\n[real model q0f32 {backend}] greedy {len(results)} prompts x {NEW_TOKENS} tokens ({seconds:.0f} s): "
-              f"{len(results) - len(parted)} identical to transformers" + "".join(f"\n  parts at {p}" for p in parted))
-        print(f"  first reply: {tok.decode(jobs[0]['forced'], skip_special_tokens=True)!r}")
+    report(f"\n[real model q0f32 {backend}] greedy {len(results)} prompts x {NEW_TOKENS} tokens ({seconds:.0f} s): "
+           f"{len(results) - len(parted)} identical to transformers" + "".join(f"\n  parts at {p}" for p in parted))
+    report(f"  first reply: {tok.decode(jobs[0]['forced'], skip_special_tokens=True)!r}")
     assert len(results) == PROMPTS_ON[backend]
     assert not parted, parted
 
 
-def test_default_bundle_weights_equal_the_gguf(smollm2_gguf, demo_bundles, capsys):
+def test_default_bundle_weights_equal_the_gguf(smollm2_gguf, demo_bundles, report):
     """Every matrix of the demo's default bundle dequantizes to exactly the file's dequantized
     values (210 Q4_1 matrices, the Q8_0 embedding), at the file's bits per parameter or fewer."""
     from compiler.checkpoint import load_checkpoint
@@ -185,21 +184,19 @@ def test_default_bundle_weights_equal_the_gguf(smollm2_gguf, demo_bundles, capsy
             differ.append(prefix)
         kiln_bytes += sum(a.nbytes for a in params.values())
         file_bytes += sum(tensors.nbytes(p) for p in parts)
-    with capsys.disabled():
-        print(f"\n[real model {DEFAULT}] {len(sources)} matrices: " + "; ".join(plan.summary())
-              + f"; {kiln_bytes / 2**20:.1f} MiB (file {file_bytes / 2**20:.1f} MiB)")
+    report(f"\n[real model {DEFAULT}] {len(sources)} matrices: " + "; ".join(plan.summary())
+           + f"; {kiln_bytes / 2**20:.1f} MiB (file {file_bytes / 2**20:.1f} MiB)")
     assert not differ, differ[:3]
     assert kiln_bytes <= file_bytes
 
 
-def test_default_format_greedy_equals_transformers(forced_default, reference, capsys):
+def test_default_format_greedy_equals_transformers(forced_default, reference, report):
     """q4f32_2 keeps the GGUF's weights exactly, so its greedy replies are transformers' on the file."""
     _, _, jobs = reference
     results, seconds = forced_default
     parted = parting_points(results, jobs)
-    with capsys.disabled():
-        print(f"\n[real model {DEFAULT} wasm] greedy {len(results)} prompts x {NEW_TOKENS} tokens ({seconds:.0f} s): "
-              f"{len(results) - len(parted)} identical to transformers" + "".join(f"\n  parts at {p}" for p in parted))
+    report(f"\n[real model {DEFAULT} wasm] greedy {len(results)} prompts x {NEW_TOKENS} tokens ({seconds:.0f} s): "
+           f"{len(results) - len(parted)} identical to transformers" + "".join(f"\n  parts at {p}" for p in parted))
     assert len(results) == len(PROMPTS)
     assert not parted, parted
 
@@ -212,13 +209,12 @@ def test_prefill_onto_cached_tokens_equals_one_call(backend, forced, reference):
     assert split["top1"] == results[SPLIT_JOB]["top1"][:4], (split, results[SPLIT_JOB]["top1"][:4])
 
 
-def test_wasm_and_webgpu_kernels_agree(forced, capsys):
+def test_wasm_and_webgpu_kernels_agree(forced, report):
     count = PROMPTS_ON["webgpu"]
     wasm = np.concatenate([r["top1"] for r in forced["wasm"][0][:count]])
     webgpu = np.concatenate([r["top1"] for r in forced["webgpu"][0]])
     agree = float((wasm == webgpu).mean())
-    with capsys.disabled():
-        print(f"\n[real model q0f32] WASM and WebGPU top-1 agree at {agree:.2%} of {wasm.size} teacher-forced positions")
+    report(f"\n[real model q0f32] WASM and WebGPU top-1 agree at {agree:.2%} of {wasm.size} teacher-forced positions")
     assert wasm.size == count * NEW_TOKENS
     assert agree >= 0.99
 
@@ -230,14 +226,13 @@ def chat_reply(bundle: Path, backend: str, messages: list[dict], max_tokens: int
 
 
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])
-def test_default_format_knows_the_capital_of_france(backend, demo_bundles, capsys):
+def test_default_format_knows_the_capital_of_france(backend, demo_bundles, report):
     reply = chat_reply(demo_bundles[DEFAULT], backend, [{"role": "user", "content": PROMPTS[0]}], 24)
-    with capsys.disabled():
-        print(f"\n[real model {DEFAULT} {backend}] {PROMPTS[0]} -> {reply!r}")
+    report(f"\n[real model {DEFAULT} {backend}] {PROMPTS[0]} -> {reply!r}")
     assert "Paris" in reply
 
 
-def test_perplexity_on_english_prose(smollm2_gguf, reference, tmp_path, capsys):
+def test_perplexity_on_english_prose(smollm2_gguf, reference, tmp_path, report):
     tok, model, _ = reference
     ids = tok(PROSE.read_text(), add_special_tokens=False)["input_ids"][:PERPLEXITY_TOKENS]
     assert len(ids) >= 1900, f"the text has only {len(ids)} tokens"
@@ -246,7 +241,6 @@ def test_perplexity_on_english_prose(smollm2_gguf, reference, tmp_path, capsys):
     reference_ppl = float(torch.exp(loss))
     started = time.monotonic()
     kiln = NativeModel(smollm2_gguf, "q0f32", tmp_path, context=len(ids), all_logits=True).perplexity(ids)
-    with capsys.disabled():
-        print(f"\n[real model perplexity, {len(ids)} tokens of English prose] transformers f32 {reference_ppl:.3f}, "
-              f"kiln q0f32 (llvm) {kiln:.3f} ({kiln / reference_ppl - 1:+.3%}) in {time.monotonic() - started:.0f} s")
+    report(f"\n[real model perplexity, {len(ids)} tokens of English prose] transformers f32 {reference_ppl:.3f}, "
+           f"kiln q0f32 (llvm) {kiln:.3f} ({kiln / reference_ppl - 1:+.3%}) in {time.monotonic() - started:.0f} s")
     assert abs(kiln / reference_ppl - 1) <= 0.005

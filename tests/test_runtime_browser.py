@@ -36,7 +36,7 @@ def streamed_text(chunks):
 
 @pytest.mark.parametrize("backend", ["webgpu", "wasm"])
 @pytest.mark.parametrize("variant", ["llama3-tiny", "mistral-tiny"])
-def test_engine_in_chromium_matches_transformers(variant, backend, tiny_bundle, capsys):
+def test_engine_in_chromium_matches_transformers(variant, backend, tiny_bundle, report):
     checkpoint, bundle = tiny_bundle(variant, "q0f32")
     text, completion_tokens, finish, prompt_tokens = reference_reply(checkpoint, bundle, TURN1)
     greedy = {"temperature": 0, "max_tokens": NEW_TOKENS}
@@ -52,10 +52,9 @@ def test_engine_in_chromium_matches_transformers(variant, backend, tiny_bundle, 
         assert usage["extra"]["prefill_tokens"] == usage["prompt_tokens"]
     else:
         assert usage["extra"]["prefill_tokens"] == usage["prompt_tokens"] - prompt_tokens
-    with capsys.disabled():
-        extra = first["usage"]["extra"]
-        print(f"\n[engine in Chromium, {variant} {backend}] prefill {extra['prefill_tokens_per_s']:.0f} tok/s, "
-              f"decode {extra['decode_tokens_per_s']:.0f} tok/s")
+    extra = first["usage"]["extra"]
+    report(f"\n[engine in Chromium, {variant} {backend}] prefill {extra['prefill_tokens_per_s']:.0f} tok/s, "
+           f"decode {extra['decode_tokens_per_s']:.0f} tok/s")
 
 
 @pytest.mark.parametrize("backend", ["webgpu", "wasm"])

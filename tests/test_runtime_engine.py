@@ -52,7 +52,7 @@ def reference_reply(checkpoint, bundle, messages):
 
 
 @pytest.mark.parametrize("variant", ["llama3-tiny", "mistral-tiny"])
-def test_greedy_chat_streaming_and_reuse(variant, tiny_bundle, capsys):
+def test_greedy_chat_streaming_and_reuse(variant, tiny_bundle, report):
     checkpoint, bundle = tiny_bundle(variant, "q0f32")
     text, completion_tokens, finish, prompt_tokens = reference_reply(checkpoint, bundle, TURN1)
     greedy = {"temperature": 0, "max_tokens": NEW_TOKENS}
@@ -81,9 +81,8 @@ def test_greedy_chat_streaming_and_reuse(variant, tiny_bundle, capsys):
     else:
         # Turn 2 extends turn 1's prompt: only the tokens after it are prefilled.
         assert usage["extra"]["prefill_tokens"] == usage["prompt_tokens"] - prompt_tokens
-    with capsys.disabled():
-        print(f"\n[engine {variant}] turn 2: {usage['prompt_tokens']} prompt tokens, "
-              f"{usage['extra']['prefill_tokens']} prefilled; decode {first['usage']['extra']['decode_tokens_per_s']:.0f} tok/s")
+    report(f"\n[engine {variant}] turn 2: {usage['prompt_tokens']} prompt tokens, "
+           f"{usage['extra']['prefill_tokens']} prefilled; decode {first['usage']['extra']['decode_tokens_per_s']:.0f} tok/s")
 
 
 def test_q4_streams_aborts_queues_and_errors_name_the_field(tiny_bundle):
@@ -124,7 +123,7 @@ def test_q4_streams_aborts_queues_and_errors_name_the_field(tiny_bundle):
     assert too_long["error"]["code"] == "context_window_exceeded" and "512" in too_long["error"]["message"]
 
 
-def test_stream_break_stops_generation_and_bad_requests_fail_up_front(tiny_bundle, capsys):
+def test_stream_break_stops_generation_and_bad_requests_fail_up_front(tiny_bundle, report):
     checkpoint, bundle = tiny_bundle("llama3-tiny", "q0f32")
     stops = json.loads((bundle / CONFIG_FILE).read_text())["tokens"]["stop_token_ids"]
     long = {"messages": TURN1, "stream": True, "temperature": 0, "max_tokens": 400,
@@ -165,9 +164,8 @@ def test_stream_break_stops_generation_and_bad_requests_fail_up_front(tiny_bundl
     assert as_text > as_tokens
     assert special["usage"]["prompt_tokens"] == as_text, (special["usage"], as_text, as_tokens)
     assert last["usage"]["completion_tokens"] >= 1
-    with capsys.disabled():
-        print(f"\n[engine] after a break at 3 chunks the model ran {broken['decodesAfterBreak']} more decode steps; "
-              f"the next request took {broken['nextMs']:.0f} ms; the forged chat is {as_text} tokens (not {as_tokens})")
+    report(f"\n[engine] after a break at 3 chunks the model ran {broken['decodesAfterBreak']} more decode steps; "
+           f"the next request took {broken['nextMs']:.0f} ms; the forged chat is {as_text} tokens (not {as_tokens})")
 
 
 def test_allow_special_tokens_in_content_option(tiny_bundle):
@@ -212,7 +210,7 @@ def test_create_engine_failures_are_typed(tiny_bundle, tmp_path):
 CYCLES_RUNNER = toolchain.REPO_ROOT / "runtime_web" / "harness" / "node_cycles.mjs"
 
 
-def test_load_unload_cycles_leave_no_listeners_and_keep_memory_flat(tiny_bundle, capsys):
+def test_load_unload_cycles_leave_no_listeners_and_keep_memory_flat(tiny_bundle, report):
     _, bundle = tiny_bundle("llama3-tiny", "q0f32")
     with StaticServer({"/bundle/": bundle}) as server:
         proc = subprocess.run([toolchain.find_tool("node"), "--expose-gc", str(CYCLES_RUNNER), str(KILN_MJS),
@@ -223,7 +221,6 @@ def test_load_unload_cycles_leave_no_listeners_and_keep_memory_flat(tiny_bundle,
         assert before == after, f"{after - before} {event} listeners left on process after 20 cycles"
     rss = out["rssMb"]
     growth = rss[-1] - rss[0]
-    with capsys.disabled():
-        print(f"\n[engine] 20 load/unload cycles in Node: RSS {rss[0]:.0f} MB after the first, {rss[-1]:.0f} MB after "
-              f"the last (+{growth:.0f} MB)")
+    report(f"\n[engine] 20 load/unload cycles in Node: RSS {rss[0]:.0f} MB after the first, {rss[-1]:.0f} MB after "
+           f"the last (+{growth:.0f} MB)")
     assert growth < 75, rss

@@ -17,7 +17,7 @@ STEPS = 16
 
 
 @pytest.mark.parametrize("variant", ["llama3-tiny", "mistral-tiny"])
-def test_runtime_greedy_matches_transformers(variant, tmp_path, capsys):
+def test_runtime_greedy_matches_transformers(variant, tmp_path, report):
     checkpoint = make_checkpoint(variant, tmp_path / variant)
     bundle = tmp_path / "bundle"
     build_bundle(BuildOptions(checkpoint=checkpoint, out=bundle, quantization="q0f32", targets=("wasm",),
@@ -30,7 +30,6 @@ def test_runtime_greedy_matches_transformers(variant, tmp_path, capsys):
     ref_tokens, ref_logits = transformers_greedy(model, prompt[0].tolist(), STEPS)
     tokens, logits = kiln_node_greedy(bundle, prompt[0].tolist(), STEPS)
     diff = np.abs(logits - ref_logits).max()
-    with capsys.disabled():
-        print(f"\n[runtime node wasm {variant}] prompt {prompt.shape[1]} tokens, prefill max|diff| {diff:.1e}")
+    report(f"\n[runtime node wasm {variant}] prompt {prompt.shape[1]} tokens, prefill max|diff| {diff:.1e}")
     assert diff <= 1e-3
     assert tokens == ref_tokens

@@ -69,7 +69,7 @@ def rates(completion):
     return f"prefill {extra['prefill_tokens_per_s']:.0f} tok/s, decode {extra['decode_tokens_per_s']:.0f} tok/s"
 
 
-def test_engine_on_node_webgpu_matches_transformers(tiny, tmp_path, capsys):
+def test_engine_on_node_webgpu_matches_transformers(tiny, tmp_path, report):
     if not SWIFTSHADER_ICD.is_file():
         pytest.skip(f"no SwiftShader Vulkan driver ({SWIFTSHADER_ICD} is missing; Debian's chromium package has it)")
     bundle, (text, completion_tokens, finish, prompt_tokens) = tiny
@@ -92,11 +92,10 @@ def test_engine_on_node_webgpu_matches_transformers(tiny, tmp_path, capsys):
     usage = second["chunks"][-1]["usage"]
     assert "error" not in second and usage["completion_tokens"] >= 1
     assert usage["extra"]["prefill_tokens"] == usage["prompt_tokens"] - prompt_tokens
-    with capsys.disabled():
-        print(f"\n[engine in Node on WebGPU (Dawn, SwiftShader), llama3-tiny q0f32] {rates(first)}")
+    report(f"\n[engine in Node on WebGPU (Dawn, SwiftShader), llama3-tiny q0f32] {rates(first)}")
 
 
-def test_without_a_vulkan_device_auto_falls_back_and_webgpu_says_why(tiny, tmp_path, capsys):
+def test_without_a_vulkan_device_auto_falls_back_and_webgpu_says_why(tiny, tmp_path, report):
     bundle, (text, completion_tokens, finish, _) = tiny
     env = vulkan_env(tmp_path, tmp_path / "no-such-driver.json")
     assert install_node_webgpu(env)["adapter"] is False
@@ -118,6 +117,5 @@ def test_without_a_vulkan_device_auto_falls_back_and_webgpu_says_why(tiny, tmp_p
     assert "WebGPU" in error["message"] and 'backend "wasm"' in error["message"]
     # The refusal is the engine's message, not an uncaught exception's stack trace.
     assert "EngineError" not in proc.stderr and "node:internal" not in proc.stderr
-    with capsys.disabled():
-        print(f"\n[engine in Node, auto without a Vulkan device -> wasm, llama3-tiny q0f32] {rates(reply)}; "
-              f"webgpu refused: {error['message']}")
+    report(f"\n[engine in Node, auto without a Vulkan device -> wasm, llama3-tiny q0f32] {rates(reply)}; "
+           f"webgpu refused: {error['message']}")

@@ -11,13 +11,12 @@ from compiler import toolchain
 from runtime_fixtures import write_fixtures
 
 
-def test_runtime_unit_tests(tmp_path, capsys):
+def test_runtime_unit_tests(tmp_path, report):
     fixtures = write_fixtures(tmp_path)
     env = {**os.environ, "KILN_FIXTURES": str(fixtures)}
     proc = subprocess.run([toolchain.find_tool("npm"), "test", "--silent"], cwd=toolchain.REPO_ROOT / "runtime_web",
                           env=env, capture_output=True, text=True, timeout=600)
-    with capsys.disabled():
-        summary = [line for line in proc.stdout.splitlines() if line.startswith(("# tests", "# pass", "# fail"))]
-        print("\n[runtime unit tests] " + " ".join(summary))
+    summary = [line for line in proc.stdout.splitlines() if line.startswith(("# tests", "# pass", "# fail"))]
+    report("\n[runtime unit tests] " + " ".join(summary))
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert "# fail 0" in proc.stdout

@@ -74,7 +74,7 @@ def comparable(completion):
 
 
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])
-def test_worker_engine_matches_in_page_engine(backend, bundle, capsys):
+def test_worker_engine_matches_in_page_engine(backend, bundle, report):
     steps = steps_for(bundle, backend)
     started = time.monotonic()
     out = compare_in_chromium(bundle, backend, list(steps.values()))
@@ -140,6 +140,5 @@ def test_worker_engine_matches_in_page_engine(backend, bundle, capsys):
     assert out["worker"]["loadAbort"]["name"] == "LoadError" and out["worker"]["loadAbort"]["code"] == "aborted"
     assert out["worker"]["afterUnload"]["code"] == "not_loaded"
     assert out["worker"]["brokenWorker"]["code"] == "worker_failed"
-    with capsys.disabled():
-        print(f"\n[worker engine, llama3-tiny {backend}] both engines ran {len(steps)} steps in {elapsed:.1f} s; "
-              f"the aborted stream stopped after {len(aborted['chunks'])} chunks")
+    report(f"\n[worker engine, llama3-tiny {backend}] both engines ran {len(steps)} steps in {elapsed:.1f} s; "
+           f"the aborted stream stopped after {len(aborted['chunks'])} chunks")

@@ -20,7 +20,7 @@ MESSAGES = [
 WEBLLM_LIB = toolchain.REPO_ROOT / "runtime_web" / "node_modules" / "@mlc-ai" / "web-llm" / "lib"
 
 
-def test_webllm_runs_kiln_bundle_like_transformers(tmp_path, capsys):
+def test_webllm_runs_kiln_bundle_like_transformers(tmp_path, report):
     checkpoint = make_checkpoint("llama3-tiny", tmp_path / "llama3-tiny")
     bundle = tmp_path / "bundle"
     build_bundle(BuildOptions(checkpoint=checkpoint, out=bundle, quantization="q0f32", targets=("webgpu",),
@@ -43,9 +43,8 @@ def test_webllm_runs_kiln_bundle_like_transformers(tmp_path, capsys):
         timeout_s=600,
     )
     expected = tok.decode(ref_tokens, skip_special_tokens=True)
-    with capsys.disabled():
-        print(f"\n[webllm] usage {result['usage']}\n[webllm] text        {result['text']!r}"
-              f"\n[transformers] text  {expected!r}")
+    report(f"\n[webllm] usage {result['usage']}\n[webllm] text        {result['text']!r}"
+           f"\n[transformers] text  {expected!r}")
     assert result["usage"]["completion_tokens"] == NEW_TOKENS
     # WebLLM counts the prompt without its BOS prefix (conv_template.system_prefix_token_ids).
     assert result["usage"]["prompt_tokens"] == prompt["input_ids"].shape[1] - 1
