@@ -117,15 +117,18 @@ def _shown(value: Any) -> str:
     return f"{json.dumps(value)[:40]} ({kind})" if kind else json.dumps(value)[:40]
 
 
+def _absent(hf: dict, field: str, default: Any, name: str) -> Any:
+    if default is _REQUIRED:
+        raise ConfigFieldError(name, "is missing" if field not in hf else "is null")
+    return default
+
+
 def _integer(hf: dict, field: str, *, default: Any = _REQUIRED, minimum: int = 1, maximum: int = MAX_SIZE,
              name: str | None = None) -> Any:
     """A whole number in [minimum, maximum]; null or absent gives `default` (absent and required: an error)."""
-    value = hf.get(field)
-    name = name or field
+    value, name = hf.get(field), name or field
     if value is None:
-        if default is _REQUIRED:
-            raise ConfigFieldError(name, "is missing" if field not in hf else "is null")
-        return default
+        return _absent(hf, field, default, name)
     if type(value) is not int:  # bool is an int to Python, not to JSON
         raise ConfigFieldError(name, f"is {_shown(value)}; it must be a whole number")
     if not minimum <= value <= maximum:
@@ -134,13 +137,10 @@ def _integer(hf: dict, field: str, *, default: Any = _REQUIRED, minimum: int = 1
 
 
 def _number(hf: dict, field: str, *, default: Any = _REQUIRED, name: str | None = None) -> float:
-    """A finite number above 0."""
-    value = hf.get(field)
-    name = name or field
+    """A finite number above 0; null or absent as for _integer."""
+    value, name = hf.get(field), name or field
     if value is None:
-        if default is _REQUIRED:
-            raise ConfigFieldError(name, "is missing" if field not in hf else "is null")
-        return default
+        return _absent(hf, field, default, name)
     if type(value) not in (int, float) or not math.isfinite(value):
         raise ConfigFieldError(name, f"is {_shown(value)}; it must be a finite number")
     if value <= 0:
