@@ -163,7 +163,7 @@ def test_q0f32_greedy_equals_transformers(backend, forced, reference, report):
 
 def test_default_bundle_weights_equal_the_gguf(smollm2_gguf, demo_bundles, report):
     """Every matrix of the demo's default bundle dequantizes to exactly the file's dequantized
-    values (210 Q4_1 matrices, the Q8_0 embedding), at the file's bits per parameter or fewer."""
+    values (120 fused matrices from 210 Q4_1 tensors, the Q8_0 embedding), at the file's bits per parameter or fewer."""
     from compiler.checkpoint import load_checkpoint
     from compiler.quantize import get_quantization, unpack
     from compiler.tensor_cache import read_tensor_cache
