@@ -472,52 +472,52 @@ def test_llama3_rope_scaling_from_rope_freqs(theta, head_dim, factor, tmp_path):
 # ------------------------------------------------------------------------------- errors
 
 
-def _build_error(report, checkpoint, tmp_path) -> str:
+def _build_error(capsys, checkpoint, tmp_path) -> str:
     """Runs `kiln build` on `checkpoint`; asserts exit code 1, one line on stderr, nothing written."""
     from compiler.cli import main
 
     out = tmp_path / "bundle"
     code = main(["build", str(checkpoint), "--quantization", "q4f32_1", "--out", str(out)])
-    err = report.readouterr().err
+    err = capsys.readouterr().err
     assert code == 1
     assert len(err.strip().splitlines()) == 1, err
     assert not out.exists() and not list(tmp_path.glob(".bundle*"))
     return err.strip()
 
 
-def test_not_a_gguf_file(tmp_path, report):
+def test_not_a_gguf_file(tmp_path, capsys):
     bad = tmp_path / "model.gguf"
     bad.write_text("this is a text file, not a model\n")
-    err = _build_error(report, bad, tmp_path)
+    err = _build_error(capsys, bad, tmp_path)
     assert err.startswith("error[checkpoint]: ") and "not a GGUF file" in err
 
 
-def test_truncated_gguf(tiny_gguf, tmp_path, report):
+def test_truncated_gguf(tiny_gguf, tmp_path, capsys):
     data = tiny_gguf.read_bytes()
     for keep in (len(data) // 2, 64):  # cut in the tensor data, and in the metadata
         cut = tmp_path / f"cut-{keep}.gguf"
         cut.write_bytes(data[:keep])
-        err = _build_error(report, cut, tmp_path)
+        err = _build_error(capsys, cut, tmp_path)
         assert err.startswith("error[checkpoint]: ") and "truncated or corrupt" in err
 
 
-def test_unsupported_architecture(tmp_path, report):
+def test_unsupported_architecture(tmp_path, capsys):
     other = write_tiny_gguf(tmp_path / "other.gguf", arch="gpt2")
-    err = _build_error(report, other, tmp_path)
+    err = _build_error(capsys, other, tmp_path)
     assert err.startswith("error[unsupported]: ") and "'gpt2'" in err and "architecture llama" in err
 
 
-def test_zero_heads(tmp_path, report):
+def test_zero_heads(tmp_path, capsys):
     # Before: accepted as a config, failing later inside the compiler.
     zero = write_tiny_gguf(tmp_path / "zero-heads.gguf", heads=0)
-    err = _build_error(report, zero, tmp_path)
+    err = _build_error(capsys, zero, tmp_path)
     assert err.startswith("error[checkpoint]: zero-heads.gguf's metadata llama.attention.head_count "
                           "(config field num_attention_heads) is 0"), err
     assert "download or convert it again" in err
 
 
-def test_unsupported_tensor_type(tmp_path, report):
+def test_unsupported_tensor_type(tmp_path, capsys):
     q2 = write_tiny_gguf(tmp_path / "q2k.gguf", types={"blk.0.ffn_up.weight": "Q2_K"})
-    err = _build_error(report, q2, tmp_path)
+    err = _build_error(capsys, q2, tmp_path)
     assert err.startswith("error[unsupported]: ") and "Q2_K" in err and "blk.0.ffn_up.weight" in err
     assert all(name in err for name in SUPPORTED_TYPES)

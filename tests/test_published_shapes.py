@@ -21,7 +21,7 @@ from compiler.build import BuildOptions, build_bundle
 from compiler.synthetic import SYNTHETIC_MARK, make_checkpoint_from_config
 from compiler.tensor_cache import read_tensor_cache
 from test_numerics import dequantized_state_dict
-from test_runtime_node import KILN_MJS, RUNNER
+from greedy_runs import KILN_MJS, RUNNER
 
 # The config.json files as published on the Hugging Face hub (written down from them; no network here).
 PUBLISHED = {
