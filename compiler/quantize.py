@@ -127,7 +127,7 @@ QUANTIZATIONS: dict[str, Quantization] = {
 }
 # kiln build's default: WebLLM's layout (scales searched), for now. The _2 formats keep a GGUF's grids
 # exactly, but their WebGPU kernels (a float16 decode per weight) do not compile in SwiftShader:
-# the real 135M model's pipelines lose the device, a tiny model's take minutes. Until their
+# the pipelines of the real 135M model, and of a tiny one after minutes, lose the device. Until their
 # decode is hoisted out of the inner loop they are opt-in (--quantization q4f32_2).
 DEFAULT_GGUF_QUANTIZATION = "q4f32_1"
 DEFAULT_QUANTIZATION = "q4f16_1"
