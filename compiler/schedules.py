@@ -27,20 +27,20 @@ def _dlight_rules() -> list[tuple[str, object]]:
 
 @dataclass(frozen=True)
 class LinearTiles:
-    """How a GPU thread grid covers y[m, n] = sum_k x[m, k] * W[n, k]: a workgroup holds
-    `rows` x `lanes` threads; a thread computes `tokens` x `per_thread` outputs over its share of K
-    (every `lanes`-th 32-bit word of a weight row, so that neighbouring lanes read neighbouring
-    words), and the `lanes` partial sums of an output are added across threads."""
+    """How a GPU thread grid covers y[m, n] = sum_k x[m, k] * W[n, k]: a workgroup holds `rows`
+    threads; a thread computes `tokens` x `per_thread` outputs over all of K."""
 
-    rows: int = 64       # threadIdx.y: output rows (n) per workgroup, per_thread each
-    lanes: int = 1       # threadIdx.x: threads splitting K
+    rows: int = 64       # threadIdx.x: output rows (n) per workgroup, per_thread each
     per_thread: int = 1  # output rows (n) per thread
     tokens: int = 1      # tokens (m) per thread; > 1 reuses each dequantized weight
 
 
 class LinearRule:
     """kiln's int4 (and plain) linear kernels, `matmul_nt` from model_defs/layers.py, with any
-    elementwise epilogue FuseOps put behind them (residual add, bias, cast)."""
+    elementwise epilogue FuseOps put behind them (residual add, bias, cast). A thread walks K one
+    group of a packed weight at a time: it decodes the group's scale (and min) of its rows once
+    (the `group_*` stages, in registers), then takes each packed word once and its values in
+    registers."""
 
     def __init__(self, tiles=None):
         self.tiles = tiles  # None: pick per shape; or a function (m_static, n, k) -> LinearTiles
@@ -57,8 +57,10 @@ class LinearRule:
         names = [sch.get(b).name_hint for b in blocks]
         at = names.index("matmul_nt")
         epilogues = blocks[at + 1:]
-        for b in blocks[:at]:
-            sch.compute_inline(b)
+        group_stages = [b for b, name in zip(blocks[:at], names[:at]) if name.startswith("group_")]
+        for b, name in zip(blocks[:at], names[:at]):
+            if not name.startswith("group_"):
+                sch.compute_inline(b)
         *lead, n, k = sch.get_loops(mm)
         m = sch.fuse(*lead) if len(lead) > 1 else lead[0]
         m_extent = sch.get(m).extent
@@ -66,50 +68,49 @@ class LinearRule:
         n_extent, k_extent = int(sch.get(n).extent), int(sch.get(k).extent)
         t = (self.tiles or default_tiles)(m_static, n_extent, k_extent)
         word = 8 if k_extent % 8 == 0 else 1
-        ko, ki = sch.split(k, [None, word])
+        group = _group_size(sch, group_stages, k_extent)
+        if group and group % word == 0:
+            kg, kw, ki = sch.split(k, [None, group // word, word])
+            outer = [kg]
+        else:
+            kw, ki = sch.split(k, [None, word])
+            kg, outer = kw, []
         bn, tn, vn = sch.split(n, [None, t.rows, t.per_thread])
         bm, vm = sch.split(m, [None, t.tokens], disable_predication=True)
-        if t.lanes > 1:
-            kr, tr = sch.split(ko, [None, t.lanes])
-            sch.reorder(bm, bn, tn, tr, kr, ki, vm, vn)
-            # Partial sums per lane, then one sum across the lanes of each output row.
-            work = sch.rfactor(tr, 0)
-            bm, bn, tn, tr, kr, ki, vm, vn = sch.get_loops(work)
-            sch.bind(bm, "blockIdx.y")
-            sch.bind(bn, "blockIdx.x")
-            sch.bind(tn, "threadIdx.y")
-            sch.bind(tr, "threadIdx.x")
-            sch.set_scope(work, 0, "local")
-            sch.reverse_compute_at(mm, tn)
-            # The sum across lanes: lanes innermost, bound to threadIdx.x.
-            tr_sum, *outputs = sch.get_loops(mm)[3:]
-            sch.reorder(*outputs, tr_sum)
-            sch.bind(tr_sum, "threadIdx.x")
-        else:
-            kr = ko
-            sch.reorder(bm, bn, tn, kr, ki, vm, vn)
-            sch.bind(bm, "blockIdx.y")
-            sch.bind(bn, "blockIdx.x")
-            sch.bind(tn, "threadIdx.x")
-            work = mm
+        sch.reorder(bm, bn, tn, *outer, kw, ki, vm, vn)
+        sch.bind(bm, "blockIdx.y")
+        sch.bind(bn, "blockIdx.x")
+        sch.bind(tn, "threadIdx.x")
         if epilogues:
             for e in epilogues:
                 sch.reverse_compute_at(e, tn)
             sch.set_scope(mm, 0, "local")
-        elif t.lanes == 1:
+        else:
             out = sch.cache_write(mm, 0, "local")
             sch.reverse_compute_at(out, tn)
+        for stage in group_stages:
+            sch.compute_at(stage, kg)
+            sch.set_scope(stage, 0, "local")
         if word > 1:
-            # Load each packed weight word once, then take its eight nibbles in registers.
-            reads = [r.source.dtype for r in sch.get(work).reads]
+            # Load each packed weight word once, then take its values in registers.
+            reads = [r.source.dtype for r in sch.get(mm).reads]
             if "uint32" in reads:
-                words = sch.cache_read(work, reads.index("uint32"), "local")
-                sch.compute_at(words, kr)
+                words = sch.cache_read(mm, reads.index("uint32"), "local")
+                sch.compute_at(words, kw)
             sch.unroll(ki)
         for loop in (vm, vn):
             sch.unroll(loop)
-        sch.decompose_reduction(work, kr)
+        sch.decompose_reduction(mm, kg)
         return sch
+
+
+def _group_size(sch, group_stages: list, k: int) -> int | None:
+    """Weights per group along K when the kernel has group stages ([rows, groups]) that split K
+    evenly; else None."""
+    if not group_stages:
+        return None
+    groups = int(sch.get(group_stages[0]).writes[0].source.shape[1])
+    return k // groups if k % groups == 0 else None
 
 
 def default_tiles(m_static: int | None, n: int, k: int) -> LinearTiles:

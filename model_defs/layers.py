@@ -52,15 +52,18 @@ def _field(word: tirx.PrimExpr, index: tirx.PrimExpr, bits: int) -> tirx.PrimExp
 
 
 def _float16_bits(h: tirx.PrimExpr) -> tirx.PrimExpr:
-    """The float32 value of IEEE float16 bits `h` (uint32), exact for every finite value, in integer
-    operations and one product of exact floats: WGSL without `shader-f16` has no float16 type.
-    |value| = significand * 2^(max(exponent, 1) - 25), the significand with its implicit 1 for
-    normal numbers."""
+    """The float32 value of IEEE float16 bits `h` (uint32), exact for every finite value, without a
+    branch: WGSL without `shader-f16` has no float16 type, and a Select on loaded values becomes an
+    if/else per use in WGSL. |value| = significand * 2^(max(exponent, 1) - 25), the significand
+    with its implicit 1 for normal numbers, the power of two built from its float32 bits (biased
+    exponent max(exponent, 1) - 25 + 127); the sign bit moves to float32's."""
     exponent = tirx.bitwise_and(tirx.shift_right(h, _u32(10)), _u32(31))
-    significand = tirx.bitwise_and(h, _u32(1023)) + tirx.Select(exponent > _u32(0), _u32(1024), _u32(0))
-    power = tirx.shift_left(_u32(1), tirx.max(exponent, _u32(1))).astype("float32")
-    magnitude = significand.astype("float32") * power * tirx.const(2.0**-25, "float32")
-    return tirx.Select(tirx.bitwise_and(h, _u32(0x8000)) != _u32(0), -magnitude, magnitude)
+    significand = tirx.bitwise_or(tirx.bitwise_and(h, _u32(1023)),
+                                  tirx.shift_left(tirx.min(exponent, _u32(1)), _u32(10)))
+    power = tirx.reinterpret("float32", tirx.shift_left(tirx.max(exponent, _u32(1)) + _u32(102), _u32(23)))
+    magnitude = significand.astype("float32") * power
+    sign = tirx.shift_left(tirx.bitwise_and(h, _u32(0x8000)), _u32(16))
+    return tirx.reinterpret("float32", tirx.bitwise_or(tirx.reinterpret("uint32", magnitude), sign))
 
 
 def _group_value(tensor: te.Tensor, row, group, fmt: WeightFormat) -> tirx.PrimExpr:
@@ -70,16 +73,29 @@ def _group_value(tensor: te.Tensor, row, group, fmt: WeightFormat) -> tirx.PrimE
     return tensor[row, group].astype("float32")
 
 
-def _dequantized_value(weight: list[te.Tensor], row, col, fmt: WeightFormat) -> tirx.PrimExpr:
+def _group_stages(weight: list[te.Tensor], fmt: WeightFormat) -> list[te.Tensor]:
+    """The scale (and min) of every group as float32 [rows, groups] stages (`group_scale`,
+    `group_min`), so that a kernel decodes each once per group rather than once per weight:
+    compiler/schedules.py's LinearRule computes them per group in registers; on the CPU they are a
+    small array beside the weight."""
+    rows, words = weight[0].shape
+    groups = int(words) * fmt.per_word // fmt.group_size  # not q_scale's width: pairs may pad it
+    def stage(tensor: te.Tensor, name: str) -> te.Tensor:
+        return te.compute((rows, groups), lambda r, g: _group_value(tensor, r, g, fmt), name=name)
+
+    return [stage(t, name) for t, name in zip(weight[1:], ("group_scale", "group_min"))]
+
+
+def _dequantized_value(q_weight: te.Tensor, groups: list, row, col, fmt: WeightFormat) -> tirx.PrimExpr:
     """(q - zero) * scale (+ min), in float32 (exact for the grids GGUF files carry), then in the
-    model dtype."""
-    q = _field(weight[0][row, col // fmt.per_word], col, fmt.bits).astype("float32")
+    model dtype. `groups`: (row, group) -> the group's scale (and min) as float32."""
+    q = _field(q_weight[row, col // fmt.per_word], col, fmt.bits).astype("float32")
     group = col // fmt.group_size
     if fmt.zero:
         q = q - tirx.const(fmt.zero, "float32")
-    value = q * _group_value(weight[1], row, group, fmt)
+    value = q * groups[0](row, group)
     if fmt.has_min:
-        value = value + _group_value(weight[2], row, group, fmt)
+        value = value + groups[1](row, group)
     return value.astype(fmt.model_dtype) if fmt.model_dtype != "float32" else value
 
 
@@ -96,11 +112,16 @@ class _Matrix(nn.Module):
     def _weight_args(self) -> list[nn.Tensor]:
         return [getattr(self, suffix) for suffix in self._names]
 
-    def _element(self, weight: list[te.Tensor], row, col) -> tirx.PrimExpr:
-        """M[row, col], read straight from the stored (maybe packed) parameters."""
-        if self.fmt.quantized:
-            return _dequantized_value(weight, row, col, self.fmt)
-        return weight[0][row, col]
+    def _element(self, weight: list[te.Tensor], row, col, stages: list[te.Tensor] | None = None) -> tirx.PrimExpr:
+        """M[row, col], read straight from the stored (maybe packed) parameters; with `stages`
+        (from _group_stages), the group's scale and min come from them."""
+        if not self.fmt.quantized:
+            return weight[0][row, col]
+        if stages is None:
+            groups = [lambda r, g, t=t: _group_value(t, r, g, self.fmt) for t in weight[1:]]
+        else:
+            groups = [lambda r, g, t=t: t[r, g] for t in stages]
+        return _dequantized_value(weight[0], groups, row, col, self.fmt)
 
     def rows_of(self, ids: nn.Tensor) -> nn.Tensor:
         """Only the rows named by `ids` (an embedding lookup)."""
@@ -123,10 +144,11 @@ class _Matrix(nn.Module):
         def compute(x_te: te.Tensor, *weight: te.Tensor):
             *lead, _ = x_te.shape
             k = te.reduce_axis((0, self.cols), name="k")
+            stages = _group_stages(list(weight), self.fmt) if self.fmt.quantized else None
             return te.compute(
                 (*lead, self.rows),
                 lambda *idx: te.sum(
-                    x_te[(*idx[:-1], k)] * self._element(weight, idx[-1], k), axis=k
+                    x_te[(*idx[:-1], k)] * self._element(weight, idx[-1], k, stages), axis=k
                 ),
                 name="matmul_nt",
             )

@@ -10,12 +10,10 @@ the GGUF file and compared with transformers loading the same file (`gguf_file=`
   teacher-forced positions agree at >= 99 % of them (the figure is printed).
 - A prompt prefilled in two calls predicts what it does in one (on WebGPU this needs kiln's
   race-free attention-state merge, compiler/schedules.py race_free_merge_state).
-- The lossless format (q4f32_2: the file's Q4_1 and Q8_0 grids kept exactly) dequantizes to the
-  file's values bit for bit and has the same greedy parity on WASM (LOSSLESS_PROMPTS prompts; its
-  WASM kernels are slow, and its WebGPU pipelines do not compile in SwiftShader yet, see
-  compiler/quantize.py).
-- The demo's default bundle (q4f32_1) answers "What is the capital of France?" with a reply that
-  mentions Paris on both backends (the demo site's test asks it too).
+- The demo's default bundle, kiln build's default for a GGUF file (q4f32_2: the file's Q4_1 and
+  Q8_0 grids kept exactly), has the same greedy parity on WASM (all 8 prompts), and answers "What
+  is the capital of France?" with a reply that mentions Paris on both backends (the demo site's
+  test asks it too).
 - Perplexity on a fixed English text (tests/data/english_prose.txt, ~2,000 tokens) with the same
   Relax module built for the native CPU: kiln's q0f32 equals transformers' within 0.5 %. The 4-bit
   formats' perplexities are a quality figure, not a pass/fail check: scripts/bench_quality.py prints
@@ -129,24 +127,14 @@ def forced(q0f32_bundle, reference):
     return results
 
 
-DEFAULT = QUANTIZATIONS[0]  # the demo's default bundle
-LOSSLESS = "q4f32_2"
-LOSSLESS_PROMPTS = 4  # 8 took 611 s on its slow WASM kernels
+DEFAULT = QUANTIZATIONS[0]  # the demo's default bundle, kiln build's default for GGUF input
 
 
 @pytest.fixture(scope="module")
-def lossless_bundle(smollm2_gguf, tmp_path_factory):
-    bundle = tmp_path_factory.mktemp("smollm2") / f"smollm2-{LOSSLESS}"
-    build_bundle(BuildOptions(checkpoint=smollm2_gguf, out=bundle, quantization=LOSSLESS, targets=("wasm",),
-                              context_window=1024, prefill_chunk=128), log=lambda *a, **k: None)
-    return bundle
-
-
-@pytest.fixture(scope="module")
-def forced_lossless(lossless_bundle, reference):
-    """WASM's teacher-forced results on the lossless bundle, and seconds."""
+def forced_default(demo_bundles, reference):
+    """WASM's teacher-forced results for every prompt on the demo's default bundle, and seconds."""
     started = time.monotonic()
-    results = teacher_force(lossless_bundle, "wasm", reference[2][:LOSSLESS_PROMPTS])
+    results = teacher_force(demo_bundles[DEFAULT], "wasm", reference[2])
     return results, time.monotonic() - started
 
 
@@ -173,8 +161,8 @@ def test_q0f32_greedy_equals_transformers(backend, forced, reference, report):
     assert not parted, parted
 
 
-def test_lossless_bundle_weights_equal_the_gguf(smollm2_gguf, lossless_bundle, report):
-    """Every matrix of the lossless bundle dequantizes to exactly the file's dequantized
+def test_default_bundle_weights_equal_the_gguf(smollm2_gguf, demo_bundles, report):
+    """Every matrix of the demo's default bundle dequantizes to exactly the file's dequantized
     values (120 fused matrices from 210 Q4_1 tensors, the Q8_0 embedding), at the file's bits per parameter or fewer."""
     from compiler.checkpoint import load_checkpoint
     from compiler.quantize import get_quantization, unpack
@@ -183,8 +171,8 @@ def test_lossless_bundle_weights_equal_the_gguf(smollm2_gguf, lossless_bundle, r
 
     ckpt = load_checkpoint(smollm2_gguf)
     tensors = ckpt.open_tensors()
-    plan = plan_formats(ckpt, get_quantization(LOSSLESS), tensors)
-    weights = read_tensor_cache(lossless_bundle)
+    plan = plan_formats(ckpt, get_quantization(DEFAULT), tensors)
+    weights = read_tensor_cache(demo_bundles[DEFAULT])
     sources = matrix_sources(ckpt, tensors)
     assert set(plan.formats.per_matrix) == set(sources)  # every matrix keeps its grid
     differ, kiln_bytes, file_bytes = [], 0, 0
@@ -196,20 +184,20 @@ def test_lossless_bundle_weights_equal_the_gguf(smollm2_gguf, lossless_bundle, r
             differ.append(prefix)
         kiln_bytes += sum(a.nbytes for a in params.values())
         file_bytes += sum(tensors.nbytes(p) for p in parts)
-    report(f"\n[real model {LOSSLESS}] {len(sources)} matrices: " + "; ".join(plan.summary())
+    report(f"\n[real model {DEFAULT}] {len(sources)} matrices: " + "; ".join(plan.summary())
            + f"; {kiln_bytes / 2**20:.1f} MiB (file {file_bytes / 2**20:.1f} MiB)")
     assert not differ, differ[:3]
     assert kiln_bytes <= file_bytes
 
 
-def test_lossless_format_greedy_equals_transformers(forced_lossless, reference, report):
+def test_default_format_greedy_equals_transformers(forced_default, reference, report):
     """q4f32_2 keeps the GGUF's weights exactly, so its greedy replies are transformers' on the file."""
     _, _, jobs = reference
-    results, seconds = forced_lossless
+    results, seconds = forced_default
     parted = parting_points(results, jobs)
-    report(f"\n[real model {LOSSLESS} wasm] greedy {len(results)} prompts x {NEW_TOKENS} tokens ({seconds:.0f} s): "
+    report(f"\n[real model {DEFAULT} wasm] greedy {len(results)} prompts x {NEW_TOKENS} tokens ({seconds:.0f} s): "
            f"{len(results) - len(parted)} identical to transformers" + "".join(f"\n  parts at {p}" for p in parted))
-    assert len(results) == LOSSLESS_PROMPTS
+    assert len(results) == len(PROMPTS)
     assert not parted, parted
 
 
