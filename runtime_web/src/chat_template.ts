@@ -7,6 +7,8 @@
 
 import { Template } from "@huggingface/jinja";
 
+import { ChatTemplateError } from "./errors";
+
 export interface ChatMessage {
   role: string;
   content: string | null | unknown[];
@@ -26,14 +28,8 @@ export interface ChatTemplateInput {
   [variable: string]: unknown;
 }
 
-/** A template that failed to parse, or that raised an exception (raise_exception) while rendering. */
-export class ChatTemplateError extends Error {
-  readonly code = "chat_template_error";
-  constructor(message: string) {
-    super(message);
-    this.name = "ChatTemplateError";
-  }
-}
+// A template that failed to parse, or raised an exception (raise_exception) while rendering.
+export { ChatTemplateError };
 
 /** Names a message's reasoning goes by; transformers fills the first two from any of them. */
 const REASONING_FIELDS = ["reasoning_content", "thinking", "reasoning"] as const;

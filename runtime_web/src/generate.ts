@@ -2,6 +2,7 @@
 // decode token by token with the sampler, stop tokens, stop strings and max_tokens. It yields
 // text deltas as they become final; the API layer shapes them into OpenAI objects.
 
+import { AbortError } from "./errors";
 import { KilnModel } from "./model";
 import { Sampler, SamplingParams } from "./sampler";
 import { StopStringMatcher } from "./stop_strings";
@@ -27,12 +28,7 @@ export interface GenerationRequest {
   signal?: AbortSignal;
 }
 
-export class AbortError extends Error {
-  constructor() {
-    super("the request was aborted");
-    this.name = "AbortError";
-  }
-}
+export { AbortError };
 
 /**
  * One macrotask turn. The WASM backend computes synchronously and its awaits resolve as microtasks,

@@ -2,40 +2,21 @@
 // paged KV cache, and the three steps the engine needs (prefill a prompt, decode one token, reset).
 // The tvmjs module is passed in, so the same code serves Node and the browser.
 
+import type { Backend, ModelConfig, TensorCacheIndex } from "./bundle_types";
 import { describeRuntimeFailure, EngineError } from "./errors";
+import type { TvmDevice, TvmDisposable, TvmInstance, TvmjsModule, TvmTensor, TvmArray, TvmVirtualMachine } from "./tvmjs_types";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-type Tvmjs = any;
+export type { Backend, ModelConfig, TensorCacheIndex };
+export type { ShardRecord, TensorRecord } from "./bundle_types";
 
-export type Backend = "webgpu" | "wasm";
-
-export interface TensorRecord {
-  name: string;
-  shape: number[];
-  dtype: string;
-  format: string;
-  nbytes: number;
-  byteOffset: number;
+/** What kiln does with a GPUDevice it owns: destroy it when done. */
+interface Destroyable {
+  destroy?(): void;
 }
 
-export interface ShardRecord {
-  dataPath: string;
-  nbytes: number;
-  sha256?: string;
-  records: TensorRecord[];
-}
-
-export interface TensorCacheIndex {
-  metadata: { ParamSize: number; ParamBytes: number; BitsPerParam: number };
-  records: ShardRecord[];
-}
-
-/** The part of kiln-config.json the model needs. */
-export interface ModelConfig {
-  context_window_size: number;
-  prefill_chunk_size: number;
-  sliding_window_size: number; // the model's window W (each token sees W tokens), -1 for none
-  model_config: { vocab_size: number; hidden_size: number };
+interface NodeProcessLike {
+  listeners(event: string): unknown[];
+  removeListener(event: string, listener: unknown): void;
 }
 
 const PAGE_SIZE = 16;
@@ -49,14 +30,15 @@ const PROCESS_EVENTS = ["uncaughtException", "unhandledRejection"] as const;
  * instance's WebAssembly memory reachable forever, so every load leaked its whole heap.
  */
 function withoutProcessListeners<T>(create: () => T): T {
-  const proc = (globalThis as any).process;
+  const proc = (globalThis as { process?: Partial<NodeProcessLike> }).process;
   if (typeof proc?.listeners !== "function" || typeof proc?.removeListener !== "function") return create();
-  const before = PROCESS_EVENTS.map((event) => new Set(proc.listeners(event)));
+  const p = proc as NodeProcessLike;
+  const before = PROCESS_EVENTS.map((event) => new Set(p.listeners(event)));
   try {
     return create();
   } finally {
     PROCESS_EVENTS.forEach((event, i) => {
-      for (const listener of proc.listeners(event)) if (!before[i].has(listener)) proc.removeListener(event, listener);
+      for (const listener of p.listeners(event)) if (!before[i].has(listener)) p.removeListener(event, listener);
     });
   }
 }
@@ -64,16 +46,16 @@ function withoutProcessListeners<T>(create: () => T): T {
 export class KilnModel {
   /** Tokens in the KV cache, i.e. the length of the sequence so far. */
   length = 0;
-  private kv: any = null;
+  private kv: TvmDisposable | null = null;
   // Set to null by dispose(), so that an unloaded model that is still referenced (an Engine the
   // caller keeps) no longer holds the WebAssembly memory, the weights or the GPU device.
-  private tvm: any;
-  private device: any;
-  private vm: any;
-  private params: any;
-  private gpuDevice: any;
+  private tvm: TvmInstance | null;
+  private device: TvmDevice | null;
+  private vm: TvmVirtualMachine | null;
+  private params: TvmDisposable | null;
+  private gpuDevice: Destroyable | null;
 
-  private constructor(tvm: any, device: any, vm: any, params: any, gpuDevice: any,
+  private constructor(tvm: TvmInstance, device: TvmDevice, vm: TvmVirtualMachine, params: TvmDisposable, gpuDevice: Destroyable | null,
                       readonly config: ModelConfig, readonly backend: Backend) {
     this.tvm = tvm;
     this.device = device;
@@ -90,7 +72,7 @@ export class KilnModel {
    * `shardBytes` (LoadErrors) pass through unchanged. Either way nothing stays allocated.
    */
   static async load(opts: {
-    tvmjs: Tvmjs;
+    tvmjs: TvmjsModule;
     library: ArrayBuffer | Uint8Array;
     config: ModelConfig;
     tensorCache: TensorCacheIndex;
@@ -101,7 +83,7 @@ export class KilnModel {
     log?: (msg: string) => void;
   }): Promise<KilnModel> {
     const { tvmjs, backend } = opts;
-    let tvm: any = null;
+    let tvm: TvmInstance | null = null;
     let stage = "instantiating the kernel library";
     try {
       const wasi = withoutProcessListeners(() => tvmjs.createPolyfillWASI());
@@ -136,7 +118,7 @@ export class KilnModel {
       stage = "collecting the weights";
       const params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(names));
       tvm.endScope();
-      const model = new KilnModel(tvm, device, vm, params, opts.gpuDevice ?? null, opts.config, backend);
+      const model = new KilnModel(tvm, device, vm, params, (opts.gpuDevice ?? null) as Destroyable | null, opts.config, backend);
       stage = `creating the KV cache for a context window of ${opts.config.context_window_size} tokens`;
       model.reset();
       return model;
@@ -146,8 +128,8 @@ export class KilnModel {
       } catch {
         // An instance that exited or aborted may fail to dispose; it is dropped all the same.
       }
-      (opts.gpuDevice as any)?.destroy?.();
-      if (err instanceof Error && typeof (err as any).code === "string") throw err; // LoadError, EngineError
+      (opts.gpuDevice as Destroyable | undefined)?.destroy?.();
+      if (err instanceof Error && typeof (err as { code?: unknown }).code === "string") throw err; // LoadError, EngineError
       const hint = stage.startsWith("creating the KV cache")
         ? "the context window may not fit in memory: rebuild the bundle with a smaller --context-window"
         : "the bundle's kernel library may be damaged or built for another runtime: rebuild it with kiln build";
@@ -157,9 +139,12 @@ export class KilnModel {
   }
 
   /** The tvmjs instance, or EngineError "not_loaded" after dispose(). */
-  private live(): any {
-    if (this.tvm === null) throw new EngineError("not_loaded", "this model was unloaded; create a new engine to run it again");
-    return this.tvm;
+  private live(): { tvm: TvmInstance; device: TvmDevice; vm: TvmVirtualMachine; params: TvmDisposable } {
+    const { tvm, device, vm, params } = this;
+    if (tvm === null || device === null || vm === null || params === null) {
+      throw new EngineError("not_loaded", "this model was unloaded; create a new engine to run it again");
+    }
+    return { tvm, device, vm, params };
   }
 
   private get window(): number {
@@ -168,14 +153,14 @@ export class KilnModel {
 
   /** Drop the conversation: a fresh KV cache holding one empty sequence. */
   reset(): void {
-    const tvm = this.live();
+    const { tvm, vm } = this.live();
     tvm.beginScope();
     this.kv?.dispose();
     const window = this.window;
-    const create = this.vm.getFunction("create_tir_paged_kv_cache");
+    const create = vm.getFunction("create_tir_paged_kv_cache");
     const shape = (n: number) => tvm.makeShapeTuple([n]);
     this.kv = tvm.detachFromCurrentScope(create(shape(1), shape(this.config.context_window_size),
-      shape(this.config.prefill_chunk_size), shape(PAGE_SIZE), shape(window ? 1 : 0)));
+      shape(this.config.prefill_chunk_size), shape(PAGE_SIZE), shape(window ? 1 : 0)) as TvmDisposable);
     tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence")(this.kv, tvm.scalar(0, "int64"));
     if (window) {
       // The cache attends over what it holds plus the new token: hold W - 1 tokens.
@@ -197,7 +182,7 @@ export class KilnModel {
   rollBack(n: number): void {
     if (n === 0) return;
     if (!this.canRollBack(n)) throw new Error(`cannot roll back ${n} of ${this.length} tokens`);
-    const tvm = this.live();
+    const { tvm } = this.live();
     tvm.beginScope();
     try {
       tvm.getGlobalFunc("vm.builtin.kv_state_popn")(this.kv, tvm.scalar(0, "int64"), tvm.scalar(n, "int32"));
@@ -242,21 +227,21 @@ export class KilnModel {
 
   /** One forward pass: `decode` for a single token, `prefill` for more. */
   private async step(ids: number[]): Promise<Float32Array> {
-    const tvm = this.live();
+    const { tvm, device, vm, params } = this.live();
     const hidden = this.config.model_config.hidden_size;
     tvm.beginScope();
     try {
       const idsHost = tvm.empty([ids.length], "int32", tvm.cpu()).copyFrom(Int32Array.from(ids));
-      const idsDev = tvm.empty([ids.length], "int32", this.device).copyFrom(idsHost);
-      const embed = this.vm.getFunction("embed")(idsDev, this.params);
+      const idsDev = tvm.empty([ids.length], "int32", device).copyFrom(idsHost);
+      const embed = vm.getFunction("embed")(idsDev, params) as TvmTensor;
       const input = embed.view([1, ids.length, hidden]);
       tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward")(
         this.kv, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
-      const out = this.vm.getFunction(ids.length === 1 ? "decode" : "prefill")(input, this.kv, this.params);
+      const out = vm.getFunction(ids.length === 1 ? "decode" : "prefill")(input, this.kv, params) as TvmArray;
       tvm.getGlobalFunc("vm.builtin.kv_state_end_forward")(this.kv);
       const logits = out.get(0);
       const host = tvm.empty(logits.shape, logits.dtype, tvm.cpu()).copyFrom(logits);
-      await this.device.sync();
+      await device.sync();
       this.length += ids.length;
       return Float32Array.from(host.toArray() as Float32Array);
     } finally {

@@ -7,6 +7,7 @@ import { createServer, IncomingMessage, Server, ServerResponse } from "node:http
 import { AddressInfo } from "node:net";
 import { after, before, test } from "node:test";
 
+import type { KilnConfig } from "../src/bundle_types";
 import { LoadError, LoadProgress, MemoryShardStore, openBundle, shardCacheKey } from "../src/loader";
 
 // ---------------------------------------------------------------------------------------------
@@ -16,16 +17,20 @@ const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const enc = (v: unknown) => new TextEncoder().encode(typeof v === "string" ? v : JSON.stringify(v));
 const WASM = Uint8Array.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
 
-function kilnConfig(): any {
+/** A kiln-config.json as kiln build writes it (valid against compiler/schema/kiln-config.schema.json). */
+function kilnConfig(): KilnConfig {
   return {
     kiln_version: "0.1.0", format_version: 1, architecture: "LlamaForCausalLM", model_type: "llama",
     model_config: { hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4,
-                    num_key_value_heads: 2, head_dim: 16, vocab_size: 640 },
+                    num_key_value_heads: 2, head_dim: 16, vocab_size: 640, rms_norm_eps: 1e-5, rope_theta: 10000,
+                    tie_word_embeddings: false },
     quantization: "q0f32", context_window_size: 512, prefill_chunk_size: 128, sliding_window_size: -1,
     sampling: { temperature: 0.7, top_p: 0.9, top_k: 0, repetition_penalty: 1.0 },
     tokens: { bos_token_id: 1, eos_token_ids: [2], stop_token_ids: [2], pad_token_id: null },
     chat_template: "{{ messages }}", tokenizer_files: ["tokenizer.json", "tokenizer_config.json"],
     libraries: { wasm: "model_wasm.wasm" }, tensor_cache: "tensor-cache.json", webgpu_features: [],
+    estimated_memory_bytes: { weights: 1000, kv_cache: 2000, activations: 300, total: 3300 },
+    params: { count: 1000, bytes: 1000, bits_per_param: 8 },
   };
 }
 
