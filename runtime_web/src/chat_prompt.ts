@@ -17,8 +17,6 @@ import { ChatMessage } from "./chat_template";
 import { EngineError } from "./errors";
 import { SpecialToken, Tokenizer } from "./tokenizer";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-
 interface Match { start: number; end: number; token: SpecialToken }
 
 /** Leftmost-longest occurrences of the special tokens in `text`, as the tokenizer splits them. */
@@ -43,18 +41,18 @@ export function findSpecials(text: string, specials: SpecialToken[]): Match[] {
 }
 
 /** Every string in a message (content, name, tool call arguments, ...) except its role. */
-function mapStrings(value: any, f: (s: string) => string, isMessage = false): any {
-  if (typeof value === "string") return f(value);
-  if (Array.isArray(value)) return value.map((v) => mapStrings(v, f));
+function mapStrings<T>(value: T, f: (s: string) => string, isMessage = false): T {
+  if (typeof value === "string") return f(value) as T;
+  if (Array.isArray(value)) return value.map((v) => mapStrings(v, f)) as T;
   if (value !== null && typeof value === "object") {
-    const out: any = {};
+    const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value)) out[k] = isMessage && k === "role" ? v : mapStrings(v, f);
-    return out;
+    return out as T;
   }
   return value;
 }
 
-function collectStrings(value: any, into: string[]): void {
+function collectStrings(value: unknown, into: string[]): void {
   if (typeof value === "string") into.push(value);
   else if (Array.isArray(value)) value.forEach((v) => collectStrings(v, into));
   else if (value !== null && typeof value === "object") Object.values(value).forEach((v) => collectStrings(v, into));

@@ -1,18 +1,22 @@
 // The engine: load a kiln bundle, pick a backend, and serve OpenAI-shaped chat.completions and
 // completions requests one at a time (concurrent requests queue; none is dropped).
 
+import type {
+  ApiKind, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatCompletions, ChatMessageParam, CompletionRequest,
+  Completions, CompletionUsage, KilnEngine, RequestFields, RequestOptions, TextCompletion, TextCompletionChunk,
+} from "./api_types";
+import type { Backend, JsonObject, KilnConfig } from "./bundle_types";
 import { chatPromptIds } from "./chat_prompt";
-import { chatTemplateTokens, ChatMessage, renderChatTemplate } from "./chat_template";
-import { describeRuntimeFailure, EngineError } from "./errors";
-import { AbortError, FinishReason, generate, GenerationStats, KvTokens } from "./generate";
-import { CacheMode, LoadError, LoadProgress, openBundle } from "./loader";
-import { Backend, KilnModel } from "./model";
-import { validateSamplingParams } from "./sampler";
+import { ChatMessage, ChatTemplateInput, chatTemplateTokens, renderChatTemplate } from "./chat_template";
+import { AbortError, describeRuntimeFailure, EngineError, LoadError } from "./errors";
+import { FinishReason, generate, GenerationRequest, GenerationStats, KvTokens } from "./generate";
+import { CacheMode, LoadProgress, openBundle } from "./loader";
+import { KilnModel } from "./model";
+import { SamplingParams, validateSamplingParams } from "./sampler";
 import { StopStringMatcher } from "./stop_strings";
 import { Tokenizer } from "./tokenizer";
+import type { TvmjsModule } from "./tvmjs_types";
 import * as bundledTvmjs from "kiln-tvmjs";
-
-/* eslint-disable @typescript-eslint/no-explicit-any */
 
 export interface EngineOptions {
   backend?: "auto" | Backend;
@@ -31,7 +35,24 @@ export interface EngineOptions {
    */
   allowSpecialTokensInContent?: boolean;
   /** A tvmjs runtime module to use instead of the one built into kiln (for testing a tvmjs build). */
-  tvmjs?: any;
+  tvmjs?: TvmjsModule;
+}
+
+/** A completion object, or the chunks of a streamed reply. */
+export type EngineReply = ChatCompletion | TextCompletion | AsyncIterable<ChatCompletionChunk | TextCompletionChunk>;
+
+/** What a GPUDevice owned by kiln needs: destroy() when done. */
+interface Destroyable {
+  destroy?(): void;
+}
+
+/** navigator.gpu, as far as kiln asks it. */
+interface GpuLike {
+  requestAdapter(options: { powerPreference: "high-performance" }): Promise<{ features: { has(feature: string): boolean } } | null>;
+}
+
+function navigatorGpu(): GpuLike | undefined {
+  return (globalThis as { navigator?: { gpu?: GpuLike } }).navigator?.gpu;
 }
 
 export { EngineError };
@@ -44,16 +65,17 @@ function invalid(field: string, why: string): never {
   throw new EngineError("invalid_request", `${field} ${why}`);
 }
 
-async function pickBackend(requested: "auto" | Backend, config: any, tvmjs: any):
+async function pickBackend(requested: "auto" | Backend, config: KilnConfig, tvmjs: TvmjsModule):
     Promise<{ backend: Backend; gpuDevice?: unknown; adapter?: string }> {
   const needs: string[] = config.webgpu_features ?? [];
   const hasWasm = Boolean(config.libraries?.wasm);
-  if (requested !== "wasm" && config.libraries?.webgpu && (globalThis as any).navigator?.gpu) {
-    const adapter = await (globalThis as any).navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  const gpu = navigatorGpu();
+  if (requested !== "wasm" && config.libraries?.webgpu && gpu) {
+    const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
     const missing = adapter ? needs.filter((f) => !adapter.features.has(f)) : needs;
     if (adapter && missing.length === 0) {
-      const gpu = await tvmjs.detectGPUDevice();
-      if (gpu) return { backend: "webgpu", gpuDevice: gpu.device, adapter: gpu.adapterInfo?.vendor };
+      const detected = await tvmjs.detectGPUDevice();
+      if (detected) return { backend: "webgpu", gpuDevice: detected.device, adapter: detected.adapterInfo?.vendor };
     }
     if (requested === "webgpu") {
       const variant = String(config.quantization).replace("f16", "f32");
@@ -72,40 +94,59 @@ async function pickBackend(requested: "auto" | Backend, config: any, tvmjs: any)
   return { backend: "wasm" };
 }
 
-function checkFields(req: any, allowed: Set<string>): void {
+/** The request as the engine reads it: any JSON-ish object until checkFields has looked at it. */
+type RawRequest = { [field: string]: unknown };
+
+function checkFields(req: unknown, allowed: Set<string>): asserts req is RawRequest & RequestFields {
   if (req === null || typeof req !== "object") invalid("request", "must be an object");
   for (const key of Object.keys(req)) if (!allowed.has(key)) invalid(key, "is not a supported field");
+  checkOptionalFields(req as RawRequest);
+}
+
+function checkOptionalFields(req: RawRequest): void {
   if (req.stream !== undefined && typeof req.stream !== "boolean") invalid("stream", "must be a boolean");
   if (req.n !== undefined && req.n !== 1) invalid("n", "must be 1 (one choice per request)");
   if (req.max_tokens !== undefined && req.max_tokens !== null &&
-      (!Number.isInteger(req.max_tokens) || req.max_tokens < 1)) invalid("max_tokens", `must be a positive integer, got ${JSON.stringify(req.max_tokens)}`);
+      (!Number.isInteger(req.max_tokens) || (req.max_tokens as number) < 1)) invalid("max_tokens", `must be a positive integer, got ${JSON.stringify(req.max_tokens)}`);
   if (req.stop !== undefined && req.stop !== null && typeof req.stop !== "string" &&
       !(Array.isArray(req.stop) && req.stop.every((s: unknown) => typeof s === "string"))) {
     invalid("stop", "must be a string or an array of strings");
   }
 }
 
-function checkMessages(messages: any): void {
+function checkMessages(messages: unknown): asserts messages is ChatMessageParam[] {
   if (!Array.isArray(messages) || messages.length === 0) invalid("messages", "must be a non-empty array");
-  messages.forEach((m: any, i: number) => {
-    if (!m || !["system", "user", "assistant"].includes(m.role)) invalid(`messages[${i}].role`, "must be system, user or assistant");
+  messages.forEach((m: { role?: unknown; content?: unknown } | null, i: number) => {
+    if (!m || !["system", "user", "assistant"].includes(m.role as string)) invalid(`messages[${i}].role`, "must be system, user or assistant");
     if (typeof m.content !== "string") invalid(`messages[${i}].content`, "must be a string");
   });
 }
 
-export class Engine {
+/** What every object of one reply shares. */
+interface ReplyMeta {
+  id: string;
+  created: number;
+  model: string;
+  kind: ApiKind;
+}
+
+export class Engine implements KilnEngine {
   // As in OpenAI's client, the second argument carries request options such as an AbortSignal.
-  readonly chat = { completions: { create: (req: any, opts?: { signal?: AbortSignal }) => this.create(req, "chat", opts?.signal) } };
-  readonly completions = { create: (req: any, opts?: { signal?: AbortSignal }) => this.create(req, "text", opts?.signal) };
+  readonly chat: { completions: ChatCompletions } = {
+    completions: { create: ((req: ChatCompletionRequest, opts?: RequestOptions) => this.create(req, "chat", opts?.signal)) as ChatCompletions["create"] },
+  };
+  readonly completions: Completions = {
+    create: ((req: CompletionRequest, opts?: RequestOptions) => this.create(req, "text", opts?.signal)) as Completions["create"],
+  };
   private queue: Promise<unknown> = Promise.resolve();
   private readonly kv = new KvTokens();
   private readonly template: string | null;
-  private readonly templateTokens: object;
+  private readonly templateTokens: Partial<ChatTemplateInput>;
   private unloaded = false;
 
   /** `bundle` needs only `config` and `tokenizerConfig`; the engine keeps nothing else of it. */
   constructor(readonly model: KilnModel, readonly tokenizer: Tokenizer,
-              bundle: { config: any; tokenizerConfig: any }, readonly backend: Backend,
+              bundle: { config: KilnConfig; tokenizerConfig?: JsonObject }, readonly backend: Backend,
               private readonly options: { allowSpecialTokensInContent?: boolean } = {}) {
     this.config = bundle.config;
     this.template = bundle.config.chat_template ?? null;
@@ -113,7 +154,7 @@ export class Engine {
   }
 
   /** kiln-config.json of the bundle. */
-  readonly config: any;
+  readonly config: KilnConfig;
 
   resetChat(): void {
     this.model.reset();
@@ -130,7 +171,7 @@ export class Engine {
     this.model.dispose();
   }
 
-  private promptIds(req: any, kind: "chat" | "text"): number[] {
+  private promptIds(req: RawRequest, kind: ApiKind): number[] {
     if (kind === "text") {
       if (typeof req.prompt !== "string") invalid("prompt", "must be a string");
       // A raw prompt is the caller's own formatting, special tokens included.
@@ -141,11 +182,11 @@ export class Engine {
     if (!template) throw new EngineError("no_chat_template", "this bundle has no chat template; use completions.create with a raw prompt");
     const render = (messages: ChatMessage[]) =>
       renderChatTemplate(template, { ...this.templateTokens, messages, addGenerationPrompt: true });
-    return chatPromptIds(this.tokenizer, render, req.messages, this.options.allowSpecialTokensInContent === true, template);
+    return chatPromptIds(this.tokenizer, render, req.messages as ChatMessage[], this.options.allowSpecialTokensInContent === true, template);
   }
 
   /** Validation errors reject the returned promise, as OpenAI's client does. */
-  private create(req: any, kind: "chat" | "text", signal?: AbortSignal): Promise<any> {
+  private create(req: unknown, kind: ApiKind, signal?: AbortSignal): Promise<EngineReply> {
     try {
       return this.start(req, kind, signal);
     } catch (err) {
@@ -153,13 +194,13 @@ export class Engine {
     }
   }
 
-  private start(req: any, kind: "chat" | "text", signal?: AbortSignal): Promise<any> {
+  private start(req: unknown, kind: ApiKind, signal?: AbortSignal): Promise<EngineReply> {
     if (this.unloaded) throw new EngineError("not_loaded", "this engine was unloaded; create a new one with createEngine");
     checkFields(req, kind === "chat" ? CHAT_FIELDS : COMPLETION_FIELDS);
     const config = this.config;
     // Everything a request can get wrong is checked here, before it queues or prefills: the
     // sampler (logit_bias ids against the model's vocabulary) and the stop strings.
-    let sampling;
+    let sampling: SamplingParams;
     try {
       sampling = validateSamplingParams({ ...config.sampling, ...pick(req, ["temperature", "top_p", "top_k",
         "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias", "seed"]) },
@@ -167,7 +208,7 @@ export class Engine {
     } catch (err) {
       throw new EngineError("invalid_request", (err as Error).message);
     }
-    if (signal != null && typeof (signal as any).addEventListener !== "function") invalid("signal", "must be an AbortSignal");
+    if (signal != null && typeof (signal as { addEventListener?: unknown }).addEventListener !== "function") invalid("signal", "must be an AbortSignal");
     const promptIds = this.promptIds(req, kind);
     const window = config.context_window_size;
     // Without a sliding window the KV cache holds at most `window` tokens: a prompt or a max_tokens
@@ -181,16 +222,17 @@ export class Engine {
       throw new EngineError("context_window_exceeded", `max_tokens ${req.max_tokens} plus the prompt's ${promptIds.length} tokens exceed the context window of ${window}; lower max_tokens to at most ${window - promptIds.length} or start a new chat`);
     }
     const maxTokens = req.max_tokens ?? (bounded ? window - promptIds.length : window);
-    const stop = req.stop == null ? [] : typeof req.stop === "string" ? [req.stop] : req.stop;
+    const stop: string[] = req.stop == null ? [] : typeof req.stop === "string" ? [req.stop] : req.stop;
     try {
       new StopStringMatcher(stop); // eslint-disable-line no-new
     } catch (err) {
       throw new EngineError("invalid_request", (err as Error).message);
     }
-    const genReq = { promptIds, sampling, maxTokens, stop, stopTokenIds: config.tokens.stop_token_ids,
-                     signal };
-    const meta = { id: `kiln-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`,
-                   created: Math.floor(Date.now() / 1000), model: config.model_id ?? config.architecture, kind };
+    const genReq: GenerationRequest = { promptIds, sampling, maxTokens, stop, stopTokenIds: config.tokens.stop_token_ids,
+                                        signal };
+    // kiln-config.json names no model beyond its architecture (the schema has no model id).
+    const meta: ReplyMeta = { id: `kiln-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`,
+                              created: Math.floor(Date.now() / 1000), model: config.architecture, kind };
     if (req.stream) return Promise.resolve(this.stream(genReq, meta));
     return this.serialize(async () => {
       const stats = emptyStats();
@@ -207,11 +249,12 @@ export class Engine {
    * when iteration starts. Leaving a `for await` early (break, return, throw) calls return(), which
    * stops generating at the next token and frees the engine for the next request.
    */
-  private stream(genReq: any, meta: any): AsyncIterable<any> {
+  private stream(genReq: GenerationRequest, meta: ReplyMeta): AsyncIterable<ChatCompletionChunk | TextCompletionChunk> {
+    type Chunk = ChatCompletionChunk | TextCompletionChunk;
     const engine = this;
     return {
       [Symbol.asyncIterator]: () => {
-        const chunks: any[] = [];
+        const chunks: Chunk[] = [];
         let done = false;
         let wake: (() => void) | null = null;
         let failure: unknown = null;
@@ -221,7 +264,7 @@ export class Engine {
         genReq.signal?.addEventListener("abort", onAbort);
         if (genReq.signal?.aborted) stop.abort();
         let returned = false;
-        const push = (c: any) => { if (!returned) chunks.push(c); wake?.(); };
+        const push = (c: Chunk) => { if (!returned) chunks.push(c); wake?.(); };
         engine.serialize(async () => {
           const stats = emptyStats();
           const it = generate(engine.model, engine.tokenizer, engine.kv, { ...genReq, signal: stop.signal }, stats);
@@ -235,16 +278,16 @@ export class Engine {
           wake?.();
         });
         const iterator = {
-          async next(): Promise<IteratorResult<any>> {
+          async next(): Promise<IteratorResult<Chunk, undefined>> {
             while (chunks.length === 0 && !done) await new Promise<void>((r) => { wake = r; });
             wake = null;
-            if (chunks.length) return { value: chunks.shift(), done: false };
+            if (chunks.length) return { value: chunks.shift()!, done: false };
             const err = failure;
             failure = null;
             if (err) throw err;
             return { value: undefined, done: true };
           },
-          async return(): Promise<IteratorResult<any>> {
+          async return(): Promise<IteratorResult<Chunk, undefined>> {
             // The consumer is gone: stop generating (the AbortError that ends the job is nobody's).
             returned = true;
             if (!done) stop.abort();
@@ -274,8 +317,8 @@ export class Engine {
   }
 }
 
-function pick(obj: any, keys: string[]): any {
-  const out: any = {};
+function pick(obj: RawRequest, keys: string[]): RawRequest {
+  const out: RawRequest = {};
   for (const k of keys) if (obj[k] !== undefined && obj[k] !== null) out[k] = obj[k];
   return out;
 }
@@ -284,7 +327,7 @@ function emptyStats(): GenerationStats {
   return { promptTokens: 0, prefillTokens: 0, completionTokens: 0, prefillSeconds: 0, decodeSeconds: 0 };
 }
 
-function usageObject(s: GenerationStats): any {
+function usageObject(s: GenerationStats): CompletionUsage {
   return {
     prompt_tokens: s.promptTokens,
     completion_tokens: s.completionTokens,
@@ -297,20 +340,27 @@ function usageObject(s: GenerationStats): any {
   };
 }
 
-function completionObject(meta: any, text: string, finish: FinishReason, stats: GenerationStats): any {
-  const choice = meta.kind === "chat"
-    ? { index: 0, message: { role: "assistant", content: text }, finish_reason: finish, logprobs: null }
-    : { index: 0, text, finish_reason: finish, logprobs: null };
-  return { id: meta.id, object: meta.kind === "chat" ? "chat.completion" : "text_completion", created: meta.created,
-           model: meta.model, choices: [choice], usage: usageObject(stats) };
+function completionObject(meta: ReplyMeta, text: string, finish: FinishReason, stats: GenerationStats): ChatCompletion | TextCompletion {
+  const { id, created, model } = meta;
+  if (meta.kind === "chat") {
+    return { id, object: "chat.completion", created, model,
+             choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: finish, logprobs: null }],
+             usage: usageObject(stats) };
+  }
+  return { id, object: "text_completion", created, model,
+           choices: [{ index: 0, text, finish_reason: finish, logprobs: null }], usage: usageObject(stats) };
 }
 
-function chunkObject(meta: any, delta: any, finish: FinishReason | null): any {
-  const choice = meta.kind === "chat"
-    ? { index: 0, delta: typeof delta === "string" ? { content: delta } : delta, finish_reason: finish, logprobs: null }
-    : { index: 0, text: delta, finish_reason: finish, logprobs: null };
-  return { id: meta.id, object: meta.kind === "chat" ? "chat.completion.chunk" : "text_completion", created: meta.created,
-           model: meta.model, choices: [choice] };
+/** A chunk of `meta`'s reply; `delta` is text (or, for chat, the delta object itself). */
+function chunkObject(meta: ReplyMeta, delta: string | ChatCompletionChunk["choices"][number]["delta"],
+                     finish: FinishReason | null): ChatCompletionChunk | TextCompletionChunk {
+  const { id, created, model } = meta;
+  if (meta.kind === "chat") {
+    return { id, object: "chat.completion.chunk", created, model,
+             choices: [{ index: 0, delta: typeof delta === "string" ? { content: delta } : delta, finish_reason: finish, logprobs: null }] };
+  }
+  return { id, object: "text_completion", created, model,
+           choices: [{ index: 0, text: delta as string, finish_reason: finish, logprobs: null }] };
 }
 
 /**
@@ -320,10 +370,10 @@ function chunkObject(meta: any, delta: any, finish: FinishReason | null): any {
  * cannot set the model up). Nothing stays allocated after a failure.
  */
 export async function createEngine(bundleUrl: string, options: EngineOptions = {}): Promise<Engine> {
-  let gpuDevice: any;
+  let gpuDevice: Destroyable | undefined;
   let model: KilnModel | undefined;
   try {
-    const tvmjs = options.tvmjs ?? bundledTvmjs;
+    const tvmjs: TvmjsModule = options.tvmjs ?? (bundledTvmjs as TvmjsModule);
     const bundle = await openBundle(bundleUrl, { cache: options.cache, onProgress: options.onProgress,
                                                 signal: options.signal, stallTimeoutMs: options.stallTimeoutMs });
     let tokenizer: Tokenizer;
@@ -333,7 +383,7 @@ export async function createEngine(bundleUrl: string, options: EngineOptions = {
       throw new LoadError("bad_bundle", `tokenizer.json of ${bundle.url} cannot be read: ${(err as Error)?.message ?? err}; rebuild the bundle with \`kiln build\``, { cause: err });
     }
     const picked = await pickBackend(options.backend ?? "auto", bundle.config, tvmjs);
-    gpuDevice = picked.gpuDevice;
+    gpuDevice = picked.gpuDevice as Destroyable | undefined;
     const library = await bundle.library(picked.backend);
     if (options.signal?.aborted) throw new LoadError("aborted", "loading the bundle was aborted");
     const owned = gpuDevice;

@@ -10,14 +10,25 @@
 //
 // The package is imported only when this function runs in Node, so a browser never loads it.
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
+/** navigator.gpu as far as this module asks it. */
+interface GpuLike {
+  requestAdapter(options: { powerPreference: "high-performance" }): Promise<unknown>;
+}
+
+/** The `webgpu` package's exports used here. */
+interface DawnPackage {
+  create(options: string[]): GpuLike;
+  globals?: Record<string, unknown>;
+}
+
+type Globals = Record<string, unknown> & { navigator?: { gpu?: GpuLike } };
 
 function inNode(): boolean {
-  const proc = (globalThis as any).process;
+  const proc = (globalThis as { process?: { versions?: { node?: unknown } } | null }).process;
   return typeof proc === "object" && proc !== null && typeof proc.versions?.node === "string";
 }
 
-async function hasAdapter(gpu: any): Promise<boolean> {
+async function hasAdapter(gpu: GpuLike): Promise<boolean> {
   try {
     return Boolean(await gpu.requestAdapter({ powerPreference: "high-performance" }));
   } catch {
@@ -33,16 +44,16 @@ async function hasAdapter(gpu: any): Promise<boolean> {
  * `dawnOptions` are passed to the package's `create`, e.g. ["backend=vulkan"].
  */
 export async function installNodeWebGPU(dawnOptions: string[] = []): Promise<boolean> {
-  const g = globalThis as any;
+  const g = globalThis as unknown as Globals;
   if (g.navigator?.gpu) return hasAdapter(g.navigator.gpu);
   if (!inNode()) return false;
-  let dawn: any;
+  let dawn: DawnPackage;
   try {
-    dawn = await import("webgpu");
+    dawn = (await import("webgpu")) as unknown as DawnPackage;
   } catch {
     return false;
   }
-  let gpu: any;
+  let gpu: GpuLike;
   try {
     gpu = dawn.create(dawnOptions);
   } catch {

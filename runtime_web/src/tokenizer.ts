@@ -14,7 +14,9 @@
 
 import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
 
-type Json = Record<string, any>;
+// tokenizer.json is the tokenizers library's format, read here only where the JS library needs
+// help (see above); its parts are accessed loosely.
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 export interface EncodeOptions {
   /** Add the post-processor's special tokens (e.g. BOS). Default true, as in Python. */
@@ -168,7 +170,7 @@ export class Tokenizer {
   /** Tokenizers without the special added tokens (built on first use: most requests never need them). */
   private plain(): { first: HFTokenizer; later: HFTokenizer } {
     if (!this.plainTokenizers) {
-      const json = { ...this.json, added_tokens: (this.json.added_tokens ?? []).filter((t: Json) => !t.special) };
+      const json: Json = { ...this.json, added_tokens: (this.json.added_tokens ?? []).filter((t: Json) => !t.special) };
       const first = new HFTokenizer(json, this.config);
       const laterPre = withoutFirstPrepend(json.pre_tokenizer);
       const later = laterPre ? new HFTokenizer({ ...json, pre_tokenizer: laterPre }, this.config) : first;

@@ -1,32 +1,21 @@
 // kiln's engine inside a dedicated Web Worker: the entry of dist/kiln-worker.mjs. The page side is
-// createWorkerEngine (worker_engine.ts); one worker holds at most one engine at a time.
-//
-// Protocol. Every message is a plain object with a `type` and a numeric `id` that the page picks,
-// unique per operation; only structured-cloneable data crosses.
-//
-//   page -> worker
-//     {type: "load", id, url, backend, cache,   create the engine (url already absolute)
-//      stallTimeoutMs?, allowSpecialTokensInContent?}
-//     {type: "request", id, api, request}       api "chat" | "text"; request is the OpenAI-shaped body
-//     {type: "abort", id}                       abort the load or request `id` (ignored once it ended)
-//     {type: "resetChat", id}
-//     {type: "unload", id}                      aborts running requests, waits for them, disposes
-//   worker -> page (each names the id it answers)
-//     {type: "progress", id, progress}          a LoadProgress event of load `id`
-//     {type: "stream", id}                      request `id` is a stream and was accepted; chunks follow
-//     {type: "chunk", id, chunk}                one chunk object, in order
-//     {type: "result", id, value}               the end: load -> {backend}; a non-streaming request ->
-//                                               the completion object; a stream, resetChat, unload -> null
-//     {type: "error", id, error}                the end, failed: {name, message, code?, url?, status?}
-//
-// Every id gets exactly one "result" or "error", after all its other replies.
+// createWorkerEngine (worker_engine.ts); one worker holds at most one engine at a time. The
+// messages are described and typed in worker_protocol.ts.
 
+import type { ChatCompletionRequest, CompletionRequest } from "./api_types";
 import { createEngine, Engine, EngineError } from "./engine";
-import { LoadError } from "./loader";
+import { ErrorData, LoadError } from "./errors";
+import type {
+  ChunkReply, LoadMessage, LoadResult, PageMessage, RequestMessage, ResultValue, WorkerMessage,
+} from "./worker_protocol";
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
+/** The dedicated worker's global scope, as far as this file uses it. */
+interface WorkerScope {
+  postMessage(message: WorkerMessage): void;
+  addEventListener(type: "message", listener: (event: MessageEvent<unknown>) => void): void;
+}
 
-const scope = globalThis as any;
+const scope = globalThis as unknown as WorkerScope;
 let engine: Engine | null = null;
 let loading = false;
 let unloading = false;
@@ -34,16 +23,18 @@ let unloading = false;
 const controllers = new Map<number, AbortController>();
 const running = new Set<Promise<void>>();
 
-function post(msg: any): void {
+function post(msg: WorkerMessage): void {
   scope.postMessage(msg);
 }
 
 /** The error as plain data: the page rebuilds an error of the same name, code and message. */
-function errorData(err: unknown): any {
+function errorData(err: unknown): ErrorData {
   if (err instanceof Error) {
-    const e = err as any;
-    const out: any = { name: e.name, message: e.message };
-    for (const key of ["code", "url", "status"]) if (e[key] !== undefined) out[key] = e[key];
+    const e = err as Error & Partial<Record<"code" | "url" | "status", unknown>>;
+    const out: ErrorData = { name: e.name, message: e.message };
+    if (e.code !== undefined) out.code = e.code as string;
+    if (e.url !== undefined) out.url = e.url as string;
+    if (e.status !== undefined) out.status = e.status as number;
     return out;
   }
   return { name: "Error", message: String(err) };
@@ -54,7 +45,7 @@ function settle(id: number, job: () => Promise<unknown>): void {
   const done = job().then(
     (value) => {
       try {
-        post({ type: "result", id, value: value ?? null });
+        post({ type: "result", id, value: (value ?? null) as ResultValue });
       } catch (err) { // a value that cannot be cloned: still end the id
         post({ type: "error", id, error: errorData(err) });
       }
@@ -69,7 +60,7 @@ function loaded(): Engine {
   return engine;
 }
 
-async function load(id: number, msg: any): Promise<unknown> {
+async function load(id: number, msg: LoadMessage): Promise<LoadResult> {
   if (engine || loading) throw new EngineError("already_loaded", "this worker already holds an engine; unload it first or use another Worker");
   loading = true;
   const controller = new AbortController();
@@ -90,23 +81,25 @@ async function load(id: number, msg: any): Promise<unknown> {
   }
 }
 
-async function request(id: number, msg: any): Promise<unknown> {
+async function request(id: number, msg: RequestMessage): Promise<unknown> {
   const e = loaded();
   const controller = new AbortController();
   controllers.set(id, controller);
   try {
-    const api = msg.api === "text" ? e.completions : e.chat.completions;
-    const out = await api.create(msg.request, { signal: controller.signal });
-    if (!out || typeof out[Symbol.asyncIterator] !== "function") return out;
+    // The engine checks the request itself (it is whatever the page sent), whichever api it names.
+    const out = msg.api === "text"
+      ? await e.completions.create(msg.request as CompletionRequest, { signal: controller.signal })
+      : await e.chat.completions.create(msg.request as ChatCompletionRequest, { signal: controller.signal });
+    if (!out || typeof (out as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] !== "function") return out;
     post({ type: "stream", id });
-    for await (const chunk of out) post({ type: "chunk", id, chunk });
+    for await (const chunk of out as AsyncIterable<ChunkReply["chunk"]>) post({ type: "chunk", id, chunk });
     return null;
   } finally {
     controllers.delete(id);
   }
 }
 
-async function unload(): Promise<unknown> {
+async function unload(): Promise<null> {
   const e = engine;
   engine = null; // refuse new requests from here on
   unloading = true;
@@ -121,10 +114,11 @@ async function unload(): Promise<unknown> {
   return null;
 }
 
-scope.addEventListener("message", (event: MessageEvent) => {
-  const msg = event.data;
+scope.addEventListener("message", (event: MessageEvent<unknown>) => {
+  // Anything may arrive: only objects with a numeric id are answered.
+  const msg = event.data as PageMessage | null;
   const id = msg?.id;
-  if (typeof id !== "number") return;
+  if (!msg || typeof id !== "number") return;
   switch (msg.type) {
     case "load": return settle(id, () => load(id, msg));
     case "request": return settle(id, () => request(id, msg));
@@ -132,6 +126,6 @@ scope.addEventListener("message", (event: MessageEvent) => {
     case "resetChat": return settle(id, async () => { loaded().resetChat(); return null; });
     case "unload": return settle(id, unload);
     default:
-      post({ type: "error", id, error: { name: "EngineError", code: "bad_message", message: `unknown message type ${JSON.stringify(msg.type)}` } });
+      post({ type: "error", id, error: { name: "EngineError", code: "bad_message", message: `unknown message type ${JSON.stringify((msg as { type?: unknown }).type)}` } });
   }
 });

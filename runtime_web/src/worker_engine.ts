@@ -1,16 +1,20 @@
 // The page side of kiln's engine in a dedicated Web Worker: createWorkerEngine gives the API of
 // createEngine (chat.completions.create, completions.create, resetChat, unload, backend) while the
 // model runs in the worker that dist/kiln-worker.mjs starts, so generation never blocks the page.
-// The message protocol is described at the top of worker.ts.
+// The message protocol is described and typed in worker_protocol.ts.
 //
 //   const worker = new Worker(new URL("./kiln-worker.mjs", import.meta.url), { type: "module" });
 //   const engine = await createWorkerEngine(worker, "bundles/my-model/", { onProgress: console.log });
 
-import { AbortError, EngineError } from "./engine";
-import { CacheMode, LoadError, LoadProgress } from "./loader";
-import { Backend } from "./model";
-
-/* eslint-disable @typescript-eslint/no-explicit-any */
+import type {
+  ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatCompletions, CompletionRequest, Completions,
+  KilnEngine, RequestOptions, TextCompletion, TextCompletionChunk,
+} from "./api_types";
+import type { Backend } from "./bundle_types";
+import { AbortError, EngineError, EngineErrorCode, ErrorData, LoadError, LoadErrorCode } from "./errors";
+import type { LoadProgress } from "./progress";
+import type { CacheMode } from "./shard_store";
+import type { InterimReply, LoadResult, PageCall, ResultValue, WorkerMessage } from "./worker_protocol";
 
 export interface WorkerEngineOptions {
   backend?: "auto" | Backend;
@@ -28,35 +32,36 @@ export interface WorkerEngineOptions {
 /** Structural type of what createWorkerEngine needs of a Worker (a DOM Worker fits). */
 export interface WorkerLike {
   postMessage(message: unknown): void;
-  addEventListener(type: string, listener: (event: any) => void): void;
-  removeEventListener(type: string, listener: (event: any) => void): void;
+  addEventListener(type: string, listener: (event: MessageEvent) => void): void;
+  removeEventListener(type: string, listener: (event: MessageEvent) => void): void;
 }
 
 interface Call {
   /** Replies other than the final result / error (progress, stream, chunk). */
-  onReply?: (msg: any) => void;
-  resolve: (value: any) => void;
+  onReply?: (msg: InterimReply) => void;
+  resolve: (value: ResultValue) => void;
   reject: (err: Error) => void;
 }
+
+type Chunk = ChatCompletionChunk | TextCompletionChunk;
 
 // Ids are unique across the whole page, so engines on different workers never mix up replies.
 let lastId = 0;
 
 /** An error of the same class, name, code and message as the one thrown in the worker. */
-function reviveError(data: any): Error {
-  let err: any;
+function reviveError(data: ErrorData | undefined): Error {
   if (data?.name === "LoadError") {
-    err = new LoadError(data.code, data.message, { url: data.url, status: data.status });
+    return new LoadError(data.code as LoadErrorCode, data.message, { url: data.url, status: data.status });
   } else if (data?.name === "EngineError") {
-    err = new EngineError(data.code, data.message);
+    return new EngineError(data.code as EngineErrorCode, data.message);
   } else if (data?.name === "AbortError") {
-    err = new AbortError();
+    const err = new AbortError();
     err.message = data.message;
-  } else {
-    err = new Error(data?.message ?? String(data));
-    err.name = data?.name ?? "Error";
-    if (data?.code !== undefined) err.code = data.code;
+    return err;
   }
+  const err: Error & { code?: string } = new Error(data?.message ?? String(data));
+  err.name = data?.name ?? "Error";
+  if (data?.code !== undefined) err.code = data.code;
   return err;
 }
 
@@ -65,9 +70,9 @@ class Link {
   private readonly calls = new Map<number, Call>();
   private detached = false;
   private readonly onMessage = (event: MessageEvent) => {
-    const msg = event.data;
-    const call = this.calls.get(msg?.id);
-    if (!call) return;
+    const msg = event.data as WorkerMessage | null; // a message of this protocol when an id of ours matches
+    const call = this.calls.get(msg?.id as number);
+    if (!msg || !call) return;
     if (msg.type === "result") {
       this.calls.delete(msg.id);
       call.resolve(msg.value);
@@ -80,7 +85,7 @@ class Link {
   };
   // A worker whose script fails to load or throws outside a call reports only here; without this a
   // pending call would wait forever.
-  private readonly onError = (event: any) => {
+  private readonly onError = (event: { message?: string; type?: string } | null) => {
     const why = event?.message || (event?.type === "messageerror" ? "a message could not be deserialized" : "the worker failed");
     const err = new EngineError("worker_failed", `kiln's worker failed: ${why}`);
     for (const call of this.calls.values()) call.reject(err);
@@ -104,10 +109,10 @@ class Link {
    * Send `msg` under a fresh id. `signal` aborting sends {type: "abort", id}; the call still ends
    * with what the worker answers (an AbortError unless it had already finished).
    */
-  call(msg: any, signal?: AbortSignal, onReply?: (msg: any) => void): { id: number; done: Promise<any> } {
+  call(msg: PageCall, signal?: AbortSignal, onReply?: (msg: InterimReply) => void): { id: number; done: Promise<ResultValue> } {
     const id = ++lastId;
     const abort = () => this.send({ type: "abort", id });
-    const done = new Promise<any>((resolve, reject) => {
+    const done = new Promise<ResultValue>((resolve, reject) => {
       if (this.detached) {
         reject(new EngineError("not_loaded", "this engine was unloaded"));
         return;
@@ -115,9 +120,9 @@ class Link {
       this.calls.set(id, { onReply, resolve, reject });
       try {
         this.worker.postMessage({ ...msg, id });
-      } catch (err: any) { // DataCloneError: something in msg cannot cross to the worker
+      } catch (err) { // DataCloneError: something in msg cannot cross to the worker
         this.calls.delete(id);
-        reject(new EngineError("invalid_request", `the request cannot be sent to the worker: ${err?.message ?? err}`));
+        reject(new EngineError("invalid_request", `the request cannot be sent to the worker: ${(err as Error | null)?.message ?? err}`));
         return;
       }
       if (signal?.aborted) abort();
@@ -127,7 +132,7 @@ class Link {
     return { id, done };
   }
 
-  send(msg: any): void {
+  send(msg: { type: "abort"; id: number }): void {
     try {
       this.worker.postMessage(msg);
     } catch {
@@ -137,15 +142,15 @@ class Link {
 }
 
 /** The page's end of a streamed reply: one async iterator over the chunks the worker sends. */
-class ChunkStream implements AsyncIterableIterator<any> {
-  private readonly chunks: any[] = [];
+class ChunkStream implements AsyncIterableIterator<Chunk, undefined> {
+  private readonly chunks: Chunk[] = [];
   private finished = false;
   private failure: Error | null = null;
   private wake: (() => void) | null = null;
 
   constructor(private readonly cancel: () => void) {}
 
-  push(chunk: any): void {
+  push(chunk: Chunk): void {
     if (this.finished) return;
     this.chunks.push(chunk);
     this.wake?.();
@@ -162,10 +167,10 @@ class ChunkStream implements AsyncIterableIterator<any> {
     return this;
   }
 
-  async next(): Promise<IteratorResult<any>> {
+  async next(): Promise<IteratorResult<Chunk, undefined>> {
     while (this.chunks.length === 0 && !this.finished) await new Promise<void>((r) => { this.wake = r; });
     this.wake = null;
-    if (this.chunks.length) return { value: this.chunks.shift(), done: false };
+    if (this.chunks.length) return { value: this.chunks.shift()!, done: false };
     const failure = this.failure;
     this.failure = null;
     if (failure) throw failure;
@@ -173,7 +178,7 @@ class ChunkStream implements AsyncIterableIterator<any> {
   }
 
   /** A consumer that stops early (break in for await): stop generating in the worker too. */
-  async return(): Promise<IteratorResult<any>> {
+  async return(): Promise<IteratorResult<Chunk, undefined>> {
     if (!this.finished) this.cancel();
     this.finished = true;
     this.chunks.length = 0;
@@ -182,16 +187,20 @@ class ChunkStream implements AsyncIterableIterator<any> {
   }
 }
 
-export class WorkerEngine {
+export class WorkerEngine implements KilnEngine {
   // As in Engine (and OpenAI's client), the second argument carries request options.
-  readonly chat = { completions: { create: (req: any, opts?: { signal?: AbortSignal }) => this.create(req, "chat", opts?.signal) } };
-  readonly completions = { create: (req: any, opts?: { signal?: AbortSignal }) => this.create(req, "text", opts?.signal) };
+  readonly chat: { completions: ChatCompletions } = {
+    completions: { create: ((req: ChatCompletionRequest, opts?: RequestOptions) => this.create(req, "chat", opts?.signal)) as ChatCompletions["create"] },
+  };
+  readonly completions: Completions = {
+    create: ((req: CompletionRequest, opts?: RequestOptions) => this.create(req, "text", opts?.signal)) as Completions["create"],
+  };
 
   constructor(private readonly link: Link, readonly backend: Backend) {}
 
   /** Resolves once the worker has dropped the conversation; requests sent after it see the reset. */
   resetChat(): Promise<void> {
-    return this.link.call({ type: "resetChat" }).done;
+    return this.link.call({ type: "resetChat" }).done as Promise<unknown> as Promise<void>; // resolves to null
   }
 
   /** Aborts running requests, frees the model in the worker. The Worker itself is the caller's. */
@@ -207,7 +216,8 @@ export class WorkerEngine {
    * A completion object, or for stream: true an async iterable of chunk objects, like Engine.
    * Validation errors reject the returned promise; errors during a stream are thrown by the iterator.
    */
-  private create(req: any, api: "chat" | "text", signal?: AbortSignal): Promise<any> {
+  private create(req: ChatCompletionRequest | CompletionRequest, api: "chat" | "text", signal?: AbortSignal):
+      Promise<ChatCompletion | TextCompletion | AsyncIterable<Chunk>> {
     return new Promise((resolve, reject) => {
       let stream: ChunkStream | null = null;
       const { id, done } = this.link.call({ type: "request", api, request: req }, signal, (msg) => {
@@ -218,7 +228,7 @@ export class WorkerEngine {
           stream?.push(msg.chunk);
         }
       });
-      done.then((value) => (stream ? stream.end(null) : resolve(value)),
+      done.then((value) => (stream ? stream.end(null) : resolve(value as ChatCompletion | TextCompletion)),
                 (err) => (stream ? stream.end(err) : reject(err)));
     });
   }
@@ -226,7 +236,7 @@ export class WorkerEngine {
 
 function absoluteUrl(url: string): string {
   try {
-    return new URL(url, (globalThis as any).location?.href).href;
+    return new URL(url, (globalThis as { location?: { href: string } }).location?.href).href;
   } catch {
     return url; // the worker's loader reports it as LoadError "bad_url"
   }
@@ -242,13 +252,13 @@ function absoluteUrl(url: string): string {
 export async function createWorkerEngine(worker: WorkerLike, bundleUrl: string,
                                          options: WorkerEngineOptions = {}): Promise<WorkerEngine> {
   const link = new Link(worker);
-  const onReply = (msg: any) => { if (msg.type === "progress") options.onProgress?.(msg.progress); };
+  const onReply = (msg: InterimReply) => { if (msg.type === "progress") options.onProgress?.(msg.progress); };
   try {
     const { done } = link.call({ type: "load", url: absoluteUrl(bundleUrl), backend: options.backend ?? "auto",
                                  cache: options.cache, stallTimeoutMs: options.stallTimeoutMs,
                                  allowSpecialTokensInContent: options.allowSpecialTokensInContent },
                                options.signal, onReply);
-    const { backend } = await done;
+    const { backend } = (await done) as LoadResult;
     return new WorkerEngine(link, backend);
   } catch (err) {
     link.detach();
