@@ -7,13 +7,12 @@ import {
   saveConversation,
 } from "./conversations";
 import { SiteModel, backendLabel, describeModel, formatDuration, formatMB, describeProgress, percent, titleFrom } from "./format";
+import type { ChatCompletionChunk, ChatCompletionRequest, ChatMessageParam, LoadProgress } from "./kiln.mjs";
 import { ModelHost } from "./model_host";
 import { startOffline } from "./offline";
 import { DEFAULTS, Settings, loadSettings, sanitize, saveSettings } from "./settings";
 import { renderConversationList } from "./sidebar";
 import { clearAllData } from "./storage";
-
-/* eslint-disable @typescript-eslint/no-explicit-any */
 
 const byId = <T extends HTMLElement = HTMLElement>(id: string): T => {
   const found = document.getElementById(id);
@@ -78,11 +77,15 @@ function showError(message: string | null): void {
   ui.error.hidden = !message;
 }
 
-function errorText(err: any): string {
-  return err?.message ? String(err.message) : String(err);
+/** What the app reads of a thrown value (a kiln error, another Error, or anything). */
+type Thrown = { message?: unknown; name?: unknown; code?: unknown } | null | undefined;
+
+function errorText(err: unknown): string {
+  const e = err as Thrown;
+  return e?.message ? String(e.message) : String(err);
 }
 
-const isAbort = (err: any) => err?.name === "AbortError" || err?.code === "aborted";
+const isAbort = (err: unknown) => (err as Thrown)?.name === "AbortError" || (err as Thrown)?.code === "aborted";
 
 function updateControls(): void {
   const ready = host.current !== null;
@@ -133,9 +136,9 @@ async function loadModelList(): Promise<void> {
   updateControls();
 }
 
-let lastProgress: any = null;
+let lastProgress: LoadProgress | null = null;
 
-function showProgress(p: any): void {
+function showProgress(p: LoadProgress): void {
   lastProgress = p;
   ui.progress.value = percent(p);
   ui.progressText.textContent = describeProgress(p);
@@ -160,7 +163,8 @@ async function loadModel(): Promise<void> {
     lastProgress = null;
     const loaded = await host.load(model, backend, showProgress, controller.signal);
     ui.progress.value = 100;
-    ui.progressText.textContent = `Loaded ${formatMB(lastProgress?.bytesTotal ?? 0)} of weights · 100 % · ` +
+    const last = lastProgress as LoadProgress | null; // showProgress set it meanwhile
+    ui.progressText.textContent = `Loaded ${formatMB(last?.bytesTotal ?? 0)} of weights · 100 % · ` +
       `${formatDuration((performance.now() - started) / 1000)}`;
     settings = { ...settings, modelId: model.id, backend };
     saveSettings(settings);
@@ -247,9 +251,9 @@ async function removeConversation(id: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // chat
 
-function requestBody(withMaxTokens: boolean): any {
+function requestBody(withMaxTokens: boolean): ChatCompletionRequest & { stream: true } {
   const system = settings.system.trim();
-  const messages = [...(system ? [{ role: "system", content: system }] : []),
+  const messages: ChatMessageParam[] = [...(system ? [{ role: "system" as const, content: system }] : []),
                     ...conversation.messages.map(({ role, content }) => ({ role, content }))];
   return { messages, stream: true, temperature: settings.temperature, top_p: settings.top_p,
            ...(withMaxTokens ? { max_tokens: settings.max_tokens } : {}) };
@@ -269,13 +273,14 @@ async function generateReply(): Promise<void> {
   chat.scrollToEnd(true);
   let failure: unknown = null;
   try {
-    const create = (body: any) => loaded.engine.chat.completions.create(body, { signal: controller.signal });
-    let stream: AsyncIterable<any>;
+    const create = (body: ChatCompletionRequest & { stream: true }) =>
+      loaded.engine.chat.completions.create(body, { signal: controller.signal });
+    let stream: AsyncIterable<ChatCompletionChunk>;
     try {
       stream = await create(requestBody(true));
-    } catch (err: any) {
+    } catch (err) {
       // max_tokens does not fit next to the prompt: let the reply use the room the window has left.
-      if (err?.code !== "context_window_exceeded" || !/max_tokens/.test(errorText(err))) throw err;
+      if ((err as Thrown)?.code !== "context_window_exceeded" || !/max_tokens/.test(errorText(err))) throw err;
       stream = await create(requestBody(false));
     }
     for await (const chunk of stream) {
@@ -418,7 +423,7 @@ function toggleSettings(open: boolean): void {
   if (open) ui.system.focus();
   else ui.settingsToggle.focus();
 }
-ui.settingsToggle.addEventListener("click", () => toggleSettings(ui.settings.hidden));
+ui.settingsToggle.addEventListener("click", () => toggleSettings(Boolean(ui.settings.hidden)));
 ui.settingsClose.addEventListener("click", () => toggleSettings(false));
 for (const input of [ui.system, ui.temperature, ui.topP, ui.maxTokens]) input.addEventListener("input", readSettings);
 ui.clearData.addEventListener("click", () => ui.clearDialog.showModal());

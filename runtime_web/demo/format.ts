@@ -1,28 +1,11 @@
 // Text for the UI: sizes, load progress, backend needs, speeds. Pure functions (node:test checks them).
 
-export interface SiteModel {
-  id: string;
-  name: string;
-  path: string;
-  bytes: number;
-  quantization: string;
-  backends: string[];
-  webgpu_features: string[];
-  context_window: number;
-  params: number;
-  demo: boolean;
-  license: string | null;  // the checkpoint's license, when it names one
-}
+import type { LoadProgress, SiteModel } from "./kiln.mjs";
 
-export interface ProgressEvent {
-  phase: "download" | "verify" | "upload";
-  bytesDone: number;
-  bytesTotal: number;
-  mbPerSecond: number;
-  etaSeconds: number | null;
-}
+// models.json's entries: generated from compiler/schema/site-models.schema.json (what site.py writes).
+export type { SiteModel };
 
-const PHASES: Record<ProgressEvent["phase"], string> = {
+const PHASES: Record<LoadProgress["phase"], string> = {
   download: "Downloading weights",
   verify: "Verifying",
   upload: "Loading into the backend",
@@ -42,12 +25,12 @@ export function formatDuration(seconds: number): string {
   return m < 60 ? `${m} min ${s} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
-export function percent(p: Pick<ProgressEvent, "bytesDone" | "bytesTotal">): number {
+export function percent(p: Pick<LoadProgress, "bytesDone" | "bytesTotal">): number {
   return p.bytesTotal > 0 ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 100;
 }
 
 /** "Downloading weights · 12.3 / 45.6 MB · 27 % · 3.2 MB/s · 10 s left" */
-export function describeProgress(p: ProgressEvent): string {
+export function describeProgress(p: LoadProgress): string {
   const parts = [PHASES[p.phase] ?? p.phase, `${formatMB(p.bytesDone)} / ${formatMB(p.bytesTotal)}`, `${percent(p)} %`];
   if (p.mbPerSecond > 0) parts.push(`${p.mbPerSecond.toFixed(p.mbPerSecond < 1 ? 2 : 1)} MB/s`);
   if (p.bytesDone < p.bytesTotal) parts.push(p.etaSeconds === null ? "estimating time left" : `${formatDuration(p.etaSeconds)} left`);

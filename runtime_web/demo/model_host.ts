@@ -2,14 +2,12 @@
 // computes there, so the page stays responsive), unloading ends it.
 
 import { createWorkerEngine } from "./kiln.mjs";
-import type { ProgressEvent, SiteModel } from "./format";
-
-/* eslint-disable @typescript-eslint/no-explicit-any */
+import type { Backend, LoadProgress, SiteModel, WorkerEngine } from "./kiln.mjs";
 
 export interface LoadedModel {
   model: SiteModel;
-  engine: any; // kiln's WorkerEngine: chat.completions.create, resetChat, unload, backend
-  backend: "webgpu" | "wasm";
+  engine: WorkerEngine;
+  backend: Backend;
 }
 
 export class ModelHost {
@@ -17,7 +15,7 @@ export class ModelHost {
   current: LoadedModel | null = null;
 
   /** Loads `model` (replacing the current one). Rejects with kiln's LoadError "aborted" on `signal`. */
-  async load(model: SiteModel, backend: "auto" | "webgpu" | "wasm", onProgress: (p: ProgressEvent) => void,
+  async load(model: SiteModel, backend: "auto" | Backend, onProgress: (p: LoadProgress) => void,
              signal: AbortSignal): Promise<LoadedModel> {
     await this.unload();
     const worker = new Worker(new URL("./kiln-worker.mjs", import.meta.url), { type: "module", name: "kiln" });

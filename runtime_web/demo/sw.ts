@@ -5,15 +5,30 @@
 // - requests made with `cache: "no-store"` pass straight through: that is how the loader fetches
 //   weight shards it keeps in its own Cache API store ("kiln-shards"), and they must not be
 //   stored a second time here.
-/* eslint-disable @typescript-eslint/no-explicit-any */
+// The service worker global scope, as far as this file uses it (the type check uses the DOM
+// library, which has no ServiceWorkerGlobalScope).
+interface ExtendableEventLike {
+  waitUntil(promise: Promise<unknown>): void;
+}
+interface FetchEventLike extends ExtendableEventLike {
+  readonly request: Request;
+  respondWith(response: Promise<Response>): void;
+}
+interface ServiceWorkerScope {
+  readonly registration: { readonly scope: string };
+  readonly location: { readonly origin: string };
+  readonly clients: { claim(): Promise<void> };
+  skipWaiting(): Promise<void>;
+  addEventListener(type: "install" | "activate", listener: (event: ExtendableEventLike) => void): void;
+  addEventListener(type: "fetch", listener: (event: FetchEventLike) => void): void;
+}
 
-// The service worker global scope (typed loosely: this file has no ServiceWorker type library).
-const sw: any = globalThis;
+const sw = globalThis as unknown as ServiceWorkerScope;
 
 const CACHE = "kiln-site-v1";
 const SHELL = ["./", "index.html", "app.css", "app.mjs", "kiln.mjs", "kiln-worker.mjs", "models.json"];
 
-sw.addEventListener("install", (event: any) => {
+sw.addEventListener("install", (event) => {
   event.waitUntil((async () => {
     const cache = await caches.open(CACHE);
     await cache.addAll(SHELL.map((path) => new Request(new URL(path, sw.registration.scope), { cache: "reload" })));
@@ -21,7 +36,7 @@ sw.addEventListener("install", (event: any) => {
   })());
 });
 
-sw.addEventListener("activate", (event: any) => {
+sw.addEventListener("activate", (event) => {
   event.waitUntil((async () => {
     // Older versions of this cache only; the loader's shard store is not ours to delete.
     for (const name of await caches.keys()) {
@@ -31,7 +46,7 @@ sw.addEventListener("activate", (event: any) => {
   })());
 });
 
-async function networkFirst(event: any, request: Request): Promise<Response> {
+async function networkFirst(event: ExtendableEventLike, request: Request): Promise<Response> {
   const cache = await caches.open(CACHE);
   try {
     const response = await fetch(request);
@@ -48,7 +63,7 @@ async function networkFirst(event: any, request: Request): Promise<Response> {
   }
 }
 
-sw.addEventListener("fetch", (event: any) => {
+sw.addEventListener("fetch", (event) => {
   const request: Request = event.request;
   if (request.method !== "GET" || request.cache === "no-store" || request.headers.has("range")) return;
   if (new URL(request.url).origin !== sw.location.origin) return;
