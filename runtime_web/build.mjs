@@ -1,13 +1,15 @@
 // Builds kiln's web runtime with esbuild: src/index.ts -> dist/kiln.mjs and src/worker.ts ->
 // dist/kiln-worker.mjs, each one self-contained ES module with the tvmjs runtime inside (no
-// framework); and the demo chat app, demo/ -> dist/demo/. With --tests, also bundles every
-// test/*.test.ts into .build/test/ for `node --test`.
+// framework); the runtime's declarations, dist/kiln.d.mts over dist/types/ (tsc), so that a page
+// that imports "./kiln.mjs" gets its types; and the demo chat app, demo/ -> dist/demo/. With
+// --tests, also bundles every test/*.test.ts into .build/test/ for `node --test`. (esbuild only
+// strips types; `npm run typecheck` checks them.)
 //
 // tvmjs is the bundle scripts/build_tvmjs.py writes into kiln's cache: its path comes from
 // KILN_TVMJS, else from the repo's Python toolchain module.
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readdirSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -40,6 +42,23 @@ for (const entry of entries) {
                 banner: { js: nodeShim },
                 outfile: join(root, "dist", entry === "index.ts" ? "kiln.mjs" : "kiln-worker.mjs") });
 }
+// Declarations: tsc writes dist/types/*.d.ts from src/ (tsconfig.build.json; it fails the build on
+// a type error in src/). Their relative imports get the ".js" that Node-style module resolution
+// needs, dist/types/package.json makes them ES modules, and dist/kiln.d.mts is what an editor
+// finds for an import of "./kiln.mjs".
+const types = join(root, "dist", "types");
+rmSync(types, { recursive: true, force: true });
+execFileSync(join(root, "node_modules", ".bin", "tsc"), ["-p", join(root, "tsconfig.build.json")], { stdio: "inherit" });
+for (const file of readdirSync(types).filter((f) => f.endsWith(".d.ts"))) {
+  const text = readFileSync(join(types, file), "utf8");
+  writeFileSync(join(types, file), text.replace(/(from |import\()(["'])(\.\.?\/[^"']*?)\2/g,
+                                                (_, lead, q, spec) => `${lead}${q}${spec.endsWith(".js") ? spec : `${spec}.js`}${q}`));
+}
+writeFileSync(join(types, "package.json"), '{ "type": "module" }\n');
+writeFileSync(join(root, "dist", "kiln.d.mts"),
+              "// The types of kiln.mjs (kiln's web runtime): keep this file and types/ beside it.\n" +
+              "export * from \"./types/index.js\";\n");
+
 // The demo chat app, demo/ -> dist/demo/ (kiln site copies it to the site root): app.mjs imports
 // the runtime as the sibling module "./kiln.mjs" instead of bundling it a second time; sw.js is a
 // classic script, as service workers are registered by default.
