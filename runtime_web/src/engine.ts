@@ -3,15 +3,16 @@
 
 import type {
   ApiKind, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatCompletions, ChatMessageParam, CompletionRequest,
-  Completions, CompletionUsage, KilnEngine, RequestFields, RequestOptions, TextCompletion, TextCompletionChunk,
+  Completions, KilnEngine, RequestFields, RequestOptions, TextCompletion, TextCompletionChunk,
 } from "./api_types";
 import type { Backend, JsonObject, KilnConfig } from "./bundle_types";
 import { chatPromptIds } from "./chat_prompt";
 import { ChatMessage, ChatTemplateInput, chatTemplateTokens, renderChatTemplate } from "./chat_template";
 import { AbortError, describeRuntimeFailure, EngineError, LoadError } from "./errors";
-import { FinishReason, generate, GenerationRequest, GenerationStats, KvTokens } from "./generate";
+import { FinishReason, generate, GenerationRequest, KvTokens } from "./generate";
 import { CacheMode, LoadProgress, openBundle } from "./loader";
 import { KilnModel } from "./model";
+import { chunkObject, completionObject, emptyStats, ReplyMeta, usageObject } from "./responses";
 import { SamplingParams, validateSamplingParams } from "./sampler";
 import { StopStringMatcher } from "./stop_strings";
 import { Tokenizer } from "./tokenizer";
@@ -120,14 +121,6 @@ function checkMessages(messages: unknown): asserts messages is ChatMessageParam[
     if (!m || !["system", "user", "assistant"].includes(m.role as string)) invalid(`messages[${i}].role`, "must be system, user or assistant");
     if (typeof m.content !== "string") invalid(`messages[${i}].content`, "must be a string");
   });
-}
-
-/** What every object of one reply shares. */
-interface ReplyMeta {
-  id: string;
-  created: number;
-  model: string;
-  kind: ApiKind;
 }
 
 export class Engine implements KilnEngine {
@@ -321,46 +314,6 @@ function pick(obj: RawRequest, keys: string[]): RawRequest {
   const out: RawRequest = {};
   for (const k of keys) if (obj[k] !== undefined && obj[k] !== null) out[k] = obj[k];
   return out;
-}
-
-function emptyStats(): GenerationStats {
-  return { promptTokens: 0, prefillTokens: 0, completionTokens: 0, prefillSeconds: 0, decodeSeconds: 0 };
-}
-
-function usageObject(s: GenerationStats): CompletionUsage {
-  return {
-    prompt_tokens: s.promptTokens,
-    completion_tokens: s.completionTokens,
-    total_tokens: s.promptTokens + s.completionTokens,
-    extra: {
-      prefill_tokens: s.prefillTokens,
-      prefill_tokens_per_s: s.prefillSeconds > 0 ? s.prefillTokens / s.prefillSeconds : null,
-      decode_tokens_per_s: s.decodeSeconds > 0 ? s.completionTokens / s.decodeSeconds : null,
-    },
-  };
-}
-
-function completionObject(meta: ReplyMeta, text: string, finish: FinishReason, stats: GenerationStats): ChatCompletion | TextCompletion {
-  const { id, created, model } = meta;
-  if (meta.kind === "chat") {
-    return { id, object: "chat.completion", created, model,
-             choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: finish, logprobs: null }],
-             usage: usageObject(stats) };
-  }
-  return { id, object: "text_completion", created, model,
-           choices: [{ index: 0, text, finish_reason: finish, logprobs: null }], usage: usageObject(stats) };
-}
-
-/** A chunk of `meta`'s reply; `delta` is text (or, for chat, the delta object itself). */
-function chunkObject(meta: ReplyMeta, delta: string | ChatCompletionChunk["choices"][number]["delta"],
-                     finish: FinishReason | null): ChatCompletionChunk | TextCompletionChunk {
-  const { id, created, model } = meta;
-  if (meta.kind === "chat") {
-    return { id, object: "chat.completion.chunk", created, model,
-             choices: [{ index: 0, delta: typeof delta === "string" ? { content: delta } : delta, finish_reason: finish, logprobs: null }] };
-  }
-  return { id, object: "text_completion", created, model,
-           choices: [{ index: 0, text: delta as string, finish_reason: finish, logprobs: null }] };
 }
 
 /**
