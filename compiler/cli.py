@@ -9,16 +9,16 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import InternalCompilerError, Interrupted, KilnError, describe_exception, os_error
+from kiln.errors import InternalCompilerError, Interrupted, KilnError, describe_exception, os_error
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
     """Compile the smoke module for both targets and run it: WASM in Node, WebGPU in Chromium."""
     import numpy as np
 
-    from . import smoke
-    from .run_library import describe_adapter, run_in_chromium, run_in_node
-    from .wasm_library import build_wasm_library
+    from kiln.testing import smoke
+    from kiln.testing.run_library import describe_adapter, run_in_chromium, run_in_node
+    from kiln.kernels.wasm_library import build_wasm_library
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kiln-smoke-"))
     mod = smoke.dense_softmax_module()
@@ -42,7 +42,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import BuildOptions, build_bundle
+    from kiln.bundle.build import BuildOptions, build_bundle
 
     opts = BuildOptions(
         checkpoint=Path(args.checkpoint),
@@ -73,7 +73,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _architecture(checkpoint: Path) -> str | None:
     """The checkpoint's architecture name for an error line, or None if even that cannot be read."""
-    from .checkpoint import load_checkpoint
+    from kiln.checkpoint.folder import load_checkpoint
 
     try:
         return load_checkpoint(checkpoint).model_config.architecture
@@ -82,7 +82,7 @@ def _architecture(checkpoint: Path) -> str | None:
 
 
 def cmd_site(args: argparse.Namespace) -> int:
-    from .site import build_site
+    from kiln.site.builder import build_site
 
     out = Path(args.out)
     print(f"building site {out} from {len(args.bundles)} bundle(s)")
@@ -93,7 +93,7 @@ def cmd_site(args: argparse.Namespace) -> int:
 
 def listen(site: Path, host: str, port: int):
     """A server for `site` bound to host:port (not serving yet), or a clear error if the port is taken."""
-    from .serve import StaticServer
+    from kiln.site.serve import StaticServer
 
     try:
         return StaticServer({"/": site}, host=host, port=port, site_headers=True)
@@ -102,8 +102,8 @@ def listen(site: Path, host: str, port: int):
 
 
 def serve_site(site: Path, server) -> int:
-    from .errors import BundleError
-    from .site import MODELS_FILE
+    from kiln.errors import BundleError
+    from kiln.site.builder import MODELS_FILE
 
     if not (site / "index.html").is_file() or not (site / MODELS_FILE).is_file():
         server.httpd.server_close()
@@ -122,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import demo_site_dir, prepare_demo
+    from kiln.site.demo import demo_site_dir, prepare_demo
 
     work = Path(args.dir) if args.dir else None
     # Take the port first: a busy port should fail now, not after a minute of compiling.

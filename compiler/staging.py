@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import OutputExistsError, UnsafeOutputError
+from kiln.errors import OutputExistsError, UnsafeOutputError
 
 # `.NAME.partial-PID` (being written) and `.NAME.old-PID` (the replaced output, being deleted).
 _LEFTOVER = re.compile(r"^\..+\.(partial|old)-(\d+)$")

@@ -9,7 +9,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from .errors import ToolchainError
+from kiln.errors import ToolchainError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SETUP_HINT = "run `scripts/setup.sh` to install the toolchain"

@@ -1,5 +1,5 @@
 """Building blocks shared by the architectures: linear and embedding layers that hold either plain
-weights or packed integer groups (compiler/quantize.py's WeightFormat, chosen per matrix), with
+weights or packed integer groups (weight_format.py's WeightFormat, chosen per matrix), with
 dequantization written as a tensor expression so that Relax fuses it into the consuming matmul /
 GEMV kernel: no full-precision copy of a quantized weight is ever materialised at run time.
 
@@ -16,7 +16,7 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 
-from compiler.quantize import F16_PAIRS, WeightFormat
+from .weight_format import F16_PAIRS, WeightFormat
 
 __all__ = ["Embedding", "Linear", "WeightFormat", "WeightFormats"]
 
@@ -76,7 +76,7 @@ def _group_value(tensor: te.Tensor, row, group, fmt: WeightFormat) -> tirx.PrimE
 def _group_stages(weight: list[te.Tensor], fmt: WeightFormat) -> list[te.Tensor]:
     """The scale (and min) of every group as float32 [rows, groups] stages (`group_scale`,
     `group_min`), so that a kernel decodes each once per group rather than once per weight:
-    compiler/schedules.py's LinearRule computes them per group in registers; on the CPU they are a
+    compiler/kernels/schedules.py's LinearRule computes them per group in registers; on the CPU they are a
     small array beside the weight."""
     rows, words = weight[0].shape
     groups = int(words) * fmt.per_word // fmt.group_size  # not q_scale's width: pairs may pad it
@@ -139,7 +139,7 @@ class _Matrix(nn.Module):
     def times(self, x: nn.Tensor) -> nn.Tensor:
         """x @ M^T as ONE kernel: the weight is read (and dequantized) inside the reduction, so
         neither a transposed nor a dequantized copy of it is ever written to memory. On GPU targets
-        compiler/schedules.py's LinearRule schedules it (found by its block name, `matmul_nt`)."""
+        compiler/kernels/schedules.py's LinearRule schedules it (found by its block name, `matmul_nt`)."""
 
         def compute(x_te: te.Tensor, *weight: te.Tensor):
             *lead, _ = x_te.shape

@@ -20,7 +20,7 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 
-from compiler.errors import ConfigFieldError, UnsupportedError
+from kiln.errors import ConfigFieldError, UnsupportedError
 
 from .layers import Embedding, Linear, WeightFormats
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.errors import UnsupportedError
+from kiln.errors import UnsupportedError
 
 from .llama import LlamaConfig, LlamaForCausalLM, _flag, hf_weight_sources
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from compiler.errors import ConfigFieldError, UnsupportedError
+from kiln.errors import ConfigFieldError, UnsupportedError
 
 from . import llama, mistral, qwen2
 

@@ -19,7 +19,7 @@ const common = { bundle: true, format: "esm", target: "es2022", logLevel: "warni
 function tvmjsBundle() {
   if (process.env.KILN_TVMJS) return process.env.KILN_TVMJS;
   const python = join(root, "..", ".venv", "bin", "python");
-  const path = execFileSync(python, ["-c", "from compiler import toolchain; print(toolchain.tvmjs_bundle())"],
+  const path = execFileSync(python, ["-c", "from kiln import toolchain; print(toolchain.tvmjs_bundle())"],
                             { cwd: join(root, ".."), encoding: "utf8" }).trim();
   if (!existsSync(path)) throw new Error(`tvmjs is not built (${path} is missing); run scripts/setup.sh`);
   return path;

@@ -14,9 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from compiler.synthetic import make_checkpoint  # noqa: E402
+from kiln.testing.synthetic import make_checkpoint
 
 VARIANT = "smollm-135m"
 
@@ -47,7 +45,7 @@ def main() -> int:
     print(f"checkpoint: {VARIANT}, {size:.0f} MiB on disk")
     for quant in args.quantizations.split(","):
         out = work / f"bundle-{quant}"
-        cmd = [sys.executable, "-m", "compiler.cli", "build", str(checkpoint), "--quantization", quant,
+        cmd = [sys.executable, "-m", "kiln.cli", "build", str(checkpoint), "--quantization", quant,
                "--out", str(out), "--force"]
         code, wall, rss, stdout = run_measured(cmd)
         print(f"\n== kiln build --quantization {quant}: exit {code}, wall {wall:.1f} s, peak RSS {rss} MiB")

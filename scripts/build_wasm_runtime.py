@@ -23,9 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from compiler.toolchain import (  # noqa: E402
+from kiln.toolchain import (
     OVERLAY_DIR,
     RUNTIME_UNITS,
     ToolchainError,

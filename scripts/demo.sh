@@ -4,5 +4,5 @@
 # Extra arguments go to `kiln demo` (e.g. --port 9000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+KILN_EXTRAS=demo scripts/setup.sh
 exec "${KILN_VENV:-$PWD/.venv}/bin/kiln" demo "$@"

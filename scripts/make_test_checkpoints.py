@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write seeded synthetic Hugging Face checkpoints (compiler/synthetic.py) into OUT_DIR/<variant>/.
+"""Write seeded synthetic Hugging Face checkpoints (compiler/testing/synthetic.py) into OUT_DIR/<variant>/.
 
     python scripts/make_test_checkpoints.py OUT_DIR [--variants llama3-tiny,qwen2-tiny] [--seed N]
 """
@@ -9,9 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-
-from compiler.synthetic import VARIANTS, make_checkpoint  # noqa: E402
+from kiln.testing.synthetic import VARIANTS, make_checkpoint
 
 
 def parameter_count(checkpoint: Path) -> int:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One idempotent setup for a fresh Debian 12 machine (run as root, or with sudo available):
-# Debian packages, the Python venv with kiln and its test dependencies, the npm dependencies from
+# Debian packages, the Python venv with kiln and its test (or demo) dependencies, the npm dependencies from
 # the committed lockfile, and TVM's web runtime (C++ -> wasm objects, tvmjs bundle), cached by
 # TVM version. A second run with nothing changed only checks stamps.
 set -euo pipefail
@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${KILN_VENV:-$ROOT/.venv}
 PYTHON=${PYTHON:-python3}
+# kiln's optional dependency set: "test" (torch, Playwright, ... for the test suite) or "demo" (what
+# `kiln demo` needs, no torch; scripts/demo.sh asks for it). A venv with "test" has all of "demo".
+EXTRAS=${KILN_EXTRAS:-test}
 
 step() { printf '\n== %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -33,10 +36,11 @@ step "Python environment ($VENV)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 stamp="$VENV/.kiln-installed"
 want=$(hash_of pyproject.toml)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+have=$(cat "$stamp" 2>/dev/null || true)
+if [ "$have" != "$want test" ] && [ "$have" != "$want $EXTRAS" ]; then
   # torch==2.13.0 resolves to the local CPU wheel; the pin keeps CUDA packages out.
-  "$VENV/bin/pip" install -q -e ".[test]"
-  echo "$want" > "$stamp"
+  "$VENV/bin/pip" install -q -e ".[$EXTRAS]"
+  echo "$want $EXTRAS" > "$stamp"
 else
   echo "up to date"
 fi

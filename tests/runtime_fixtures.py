@@ -188,7 +188,7 @@ def _extra_template_fixtures(checkpoint: Path) -> list[dict]:
 
 
 def _checkpoint(variant: str, root: Path) -> Path:
-    from compiler.synthetic import make_checkpoint
+    from kiln.testing.synthetic import make_checkpoint
 
     out = root / variant
     if not (out / "tokenizer_config.json").exists():

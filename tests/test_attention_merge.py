@@ -2,7 +2,7 @@
 Chromium). A prefill onto tokens already cached attends over the cache and over the new tokens
 separately and merges the two (V, log2-sum-exp S) pairs with this kernel; nn.llm's version raced on
 S under SwiftShader and made every such prefill (a chat's second turn, a prompt longer than one
-prefill chunk) wrong on WebGPU. compiler/schedules.py, race_free_merge_state, replaces it."""
+prefill chunk) wrong on WebGPU. compiler/kernels/schedules.py, race_free_merge_state, replaces it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.relax.frontend.nn.llm._decode_kernels import _merge_state_inplace
 
-from compiler.run_library import run_in_chromium
-from compiler.smoke import output_array, tensor_arg
-from compiler.wasm_library import build_wasm_library, make_target
+from kiln.testing.run_library import run_in_chromium
+from kiln.testing.smoke import output_array, tensor_arg
+from kiln.kernels.wasm_library import build_wasm_library, make_target
 
 # SmolLM2-135M's 9 query heads (not a power of two) and a head count that splits over workgroups.
 SHAPES = [(9, 64), (4, 128)]

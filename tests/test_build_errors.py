@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from compiler import toolchain
-from compiler.cli import main
-from compiler.errors import REPORT_HINT
-from compiler.synthetic import make_checkpoint
+from kiln import toolchain
+from kiln.cli import main
+from kiln.errors import REPORT_HINT
+from kiln.testing.synthetic import make_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def good_checkpoint(tmp_path_factory):
 
 
 def kiln_build(checkpoint, out, *extra):
-    cmd = [sys.executable, "-m", "compiler.cli", "build", str(checkpoint), "--out", str(out),
+    cmd = [sys.executable, "-m", "kiln.cli", "build", str(checkpoint), "--out", str(out),
            "--quantization", "q0f32", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=toolchain.REPO_ROOT, timeout=600)
 
@@ -127,9 +127,9 @@ def test_output_exists_without_force(tmp_path, good_checkpoint):
 
 # The genuine TVM failure of issue 9: without kiln's Let inlining, TVM's CSE breaks llama3 RoPE on WebGPU.
 WITHOUT_LET_INLINING = (
-    "import sys; from compiler import schedules; stock = schedules.legalize_and_schedule; "
+    "import sys; from kiln.kernels import schedules; stock = schedules.legalize_and_schedule; "
     "schedules.legalize_and_schedule = lambda t: [p for p in stock(t) if p is not schedules.inline_let_exprs]; "
-    "from compiler.cli import main; sys.exit(main(sys.argv[1:]))"
+    "from kiln.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 
 
@@ -161,12 +161,12 @@ def test_verbose_adds_the_traceback(tmp_path, llama3_checkpoint):
 
 
 def test_unexpected_exception_is_one_internal_error_line(tmp_path, good_checkpoint, monkeypatch, capsys):
-    import compiler.model_module
+    import kiln.kernels.model_module
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(compiler.model_module, "build_model_module", broken)
+    monkeypatch.setattr(kiln.kernels.model_module, "build_model_module", broken)
     out = tmp_path / "bundle"
     assert main(["build", str(good_checkpoint), "--out", str(out), "--quantization", "q0f32"]) == 1
     err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""kiln build checks the checkpoint in its first seconds (compiler/build.py plan_build): bad config
+"""kiln build checks the checkpoint in its first seconds (compiler/bundle/build.py plan_build): bad config
 fields, tokenizer, chat template, token ids, weight headers and options stop it with one
 `error[code]:` line before any TVM work; NaN weights stop it while the weights stream; Ctrl+C and
 OS errors are one line too. No TVM work here: build_model_module and the kernel compile are
@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-import compiler.model_module
-import compiler.wasm_library
-from compiler.build import BuildOptions, plan_build
-from compiler.checkpoint import load_checkpoint
-from compiler.cli import main
-from compiler.convert_weights import convert_weights
-from compiler.errors import CheckpointError, KilnError
-from compiler.quantize import get_quantization
-from compiler.synthetic import make_checkpoint
+import kiln.kernels.model_module
+import kiln.kernels.wasm_library
+from kiln.bundle.build import BuildOptions, plan_build
+from kiln.checkpoint.folder import load_checkpoint
+from kiln.cli import main
+from kiln.weights.convert import convert_weights
+from kiln.errors import CheckpointError, KilnError
+from kiln.weights.quantize import get_quantization
+from kiln.testing.synthetic import make_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,8 @@ def no_compiling(monkeypatch):
     def reached(*_args, **_kwargs):
         raise AssertionError("the build got past validation into TVM")
 
-    monkeypatch.setattr(compiler.model_module, "build_model_module", reached)
-    monkeypatch.setattr(compiler.wasm_library, "build_wasm_library", reached)
+    monkeypatch.setattr(kiln.kernels.model_module, "build_model_module", reached)
+    monkeypatch.setattr(kiln.kernels.wasm_library, "build_wasm_library", reached)
 
 
 def variant(src: Path, dst: Path, *, config=None, files=None) -> Path:
@@ -298,7 +298,7 @@ def test_ctrl_c_is_one_line_exit_130_and_removes_staging(checkpoint, tmp_path, m
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(compiler.model_module, "build_model_module", interrupted)
+    monkeypatch.setattr(kiln.kernels.model_module, "build_model_module", interrupted)
     out = tmp_path / "bundle"
     assert main(["build", str(checkpoint), "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip()

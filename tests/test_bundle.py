@@ -11,11 +11,11 @@ import json
 import jsonschema
 import pytest
 
-from compiler.build import BuildOptions, build_bundle
-from compiler.kiln_config import SCHEMA_PATH
-from compiler.synthetic import make_checkpoint
-from compiler.tensor_cache import MAX_SHARD_BYTES, read_tensor_cache
-from compiler.wasm_library import LINK_LEVEL_ENV
+from kiln.bundle.build import BuildOptions, build_bundle
+from kiln import schemas
+from kiln.testing.synthetic import make_checkpoint
+from kiln.weights.tensor_cache import MAX_SHARD_BYTES, read_tensor_cache
+from kiln.kernels.wasm_library import LINK_LEVEL_ENV
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_shards_are_small_and_verified(f16_bundle):
 
 def test_kiln_config(f16_bundle):
     config = json.loads((f16_bundle.out / "kiln-config.json").read_text())
-    jsonschema.validate(config, json.loads(SCHEMA_PATH.read_text()))
+    jsonschema.validate(config, schemas.schema(schemas.KILN_CONFIG))
     assert config["quantization"] == "q4f16_1"
     assert config["webgpu_features"] == ["shader-f16"]
     assert config["libraries"] == {"webgpu": "model_webgpu.wasm", "wasm": "model_wasm.wasm"}

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from compiler import toolchain
-from compiler.demo import QUANTIZATIONS, model_id, prepare_demo
-from compiler.run_library import launch_chromium
-from compiler.serve import StaticServer
+from kiln import toolchain
+from kiln.site.demo import QUANTIZATIONS, model_id, prepare_demo
+from kiln.testing.run_library import launch_chromium
+from kiln.site.serve import StaticServer
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

@@ -5,9 +5,9 @@ exactly what TVM's compiler wrote."""
 import numpy as np
 import pytest
 
-from compiler import smoke
-from compiler.run_library import run_in_node
-from compiler.wasm_library import build_wasm_library
+from kiln.testing import smoke
+from kiln.testing.run_library import run_in_node
+from kiln.kernels.wasm_library import build_wasm_library
 
 
 @pytest.fixture(scope="module")

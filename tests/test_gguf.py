@@ -7,6 +7,9 @@
   (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) and a tokenizer that adds BOS:
   the same checks, plus a q0f32 bundle whose greedy tokens in Node equal transformers';
 - errors through the CLI: not a GGUF, truncated, unsupported architecture, unsupported tensor type.
+
+Longer than 400 lines: the GGUF files (the real one, the tiny multi-type one) are module fixtures
+that every check shares; split, each file would write or fetch them again.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from compiler import toolchain
-from compiler.checkpoint import load_checkpoint
-from compiler.gguf_checkpoint import llama3_frequency_factors, llama3_rope_scaling
-from compiler.gguf_stream import SUPPORTED_TYPES, unpermute_rotary_rows
-from model_defs.llama import LlamaConfig
+from kiln import toolchain
+from kiln.checkpoint.folder import load_checkpoint
+from kiln.checkpoint.gguf import llama3_frequency_factors, llama3_rope_scaling
+from kiln.checkpoint.gguf_stream import SUPPORTED_TYPES, unpermute_rotary_rows
+from kiln.model_defs.llama import LlamaConfig
 from runtime_fixtures import FUZZ_PIECES, TEXTS
 
 KILN_MJS = toolchain.REPO_ROOT / "runtime_web" / "dist" / "kiln.mjs"
@@ -91,7 +94,7 @@ def _encoded(rng: np.random.Generator, shape, type_name: str):
 def _byte_level_vocab() -> dict:
     """The llama2-tiny synthetic tokenizer (a byte-level BPE whose specials come first, that adds
     BOS) as GGUF tokenizer metadata: llama.cpp's `gpt2` tokenizer model."""
-    from compiler.synthetic import VARIANTS, make_tokenizer
+    from kiln.testing.synthetic import VARIANTS, make_tokenizer
 
     backend = json.loads(make_tokenizer(VARIANTS["llama2-tiny"]).backend_tokenizer.to_str())
     vocab = backend["model"]["vocab"]
@@ -108,7 +111,7 @@ def _sentencepiece_vocab() -> dict:
     ranked by score, no merges (transformers derives them), BOS added by default."""
     from tokenizers import SentencePieceBPETokenizer
 
-    from compiler.synthetic import corpus
+    from kiln.testing.synthetic import corpus
 
     trained = SentencePieceBPETokenizer()
     trained.train_from_iterator(corpus(), vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
@@ -132,7 +135,7 @@ def write_tiny_gguf(path, *, arch: str = "llama", types: dict[str, str] | None =
     misstate the query head count."""
     import gguf
 
-    from compiler.synthetic import LLAMA2_CHAT
+    from kiln.testing.chat_formats import LLAMA2_CHAT
 
     tokenizer = VOCABS[vocab]()
     tokens = tokenizer["tokens"]
@@ -335,7 +338,7 @@ def test_reading_needs_no_torch(tiny_gguf, tmp_path):
 import sys
 sys.modules["torch"] = None  # any `import torch` now fails
 from pathlib import Path
-from compiler.checkpoint import load_checkpoint
+from kiln.checkpoint.folder import load_checkpoint
 ckpt = load_checkpoint(Path({str(tiny_gguf)!r}))
 ckpt.write_tokenizer_files(Path({str(tmp_path)!r}))
 tensors = ckpt.open_tensors()
@@ -355,7 +358,7 @@ def test_tiny_gguf_bundle_greedy_equals_transformers(which, quantization, reques
     from greedy_runs import kiln_node_greedy, transformers_greedy
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from compiler.build import BuildOptions, build_bundle
+    from kiln.bundle.build import BuildOptions, build_bundle
 
     tiny_gguf = request.getfixturevalue(f"{which}_gguf")
     bundle = tmp_path / "bundle"
@@ -406,12 +409,12 @@ def test_q4f32_2_weights_equal_the_gguf_weights(which, carry_gguf, tiny_gguf, lo
     as the kernels do (quantize.unpack), equal the file's dequantized (un-permuted) weights bit for
     bit, for Q4_0, Q4_1, Q4_K and Q8_0 each in its own format (`carry`) and for fused mixes of every
     type (`tiny`); a matrix with a float part is quantized from its values instead."""
-    from compiler.convert_weights import convert_weights
-    from compiler.model_module import build_model_module
-    from compiler.quantize import get_quantization, unpack
-    from compiler.tensor_cache import read_tensor_cache
-    from compiler.wasm_library import make_target
-    from compiler.weight_formats import matrix_sources, plan_formats
+    from kiln.weights.convert import convert_weights
+    from kiln.kernels.model_module import build_model_module
+    from kiln.weights.quantize import get_quantization, unpack
+    from kiln.weights.tensor_cache import read_tensor_cache
+    from kiln.kernels.wasm_library import make_target
+    from kiln.weights.plan import matrix_sources, plan_formats
 
     ckpt = loaded(carry_gguf if which == "carry" else tiny_gguf)
     quant = get_quantization("q4f32_2")
@@ -474,7 +477,7 @@ def test_llama3_rope_scaling_from_rope_freqs(theta, head_dim, factor, tmp_path):
 
 def _build_error(capsys, checkpoint, tmp_path) -> str:
     """Runs `kiln build` on `checkpoint`; asserts exit code 1, one line on stderr, nothing written."""
-    from compiler.cli import main
+    from kiln.cli import main
 
     out = tmp_path / "bundle"
     code = main(["build", str(checkpoint), "--quantization", "q4f32_1", "--out", str(out)])

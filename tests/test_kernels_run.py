@@ -4,8 +4,8 @@ WASM CPU kernels in Node, WebGPU kernels in headless Chromium on a real WebGPU a
 import numpy as np
 import pytest
 
-from compiler import smoke
-from compiler.run_library import describe_adapter, run_in_chromium, run_in_node
+from kiln.testing import smoke
+from kiln.testing.run_library import describe_adapter, run_in_chromium, run_in_node
 
 LENGTHS = (5, 33)  # two values of the symbolic sequence length
 RUNNERS = {"wasm": (run_in_node, "cpu"), "webgpu": (run_in_chromium, "webgpu")}

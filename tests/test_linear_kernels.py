@@ -1,11 +1,11 @@
 """kiln's linear kernels (model_defs/layers.py `matmul_nt`, scheduled for WebGPU by
-compiler/schedules.py's LinearRule) equal NumPy, on WebGPU in headless Chromium and on WASM in Node.
+compiler/kernels/schedules.py's LinearRule) equal NumPy, on WebGPU in headless Chromium and on WASM in Node.
 
 The module has the shapes that reach each branch of the schedule: an int4 linear with K a multiple
 of 8 (packed words read once) followed by a residual add (a fused epilogue), and a plain f32 linear
 with K not a multiple of 8 and no epilogue; each at 1 token (decode tiles), 2 tokens and 37 tokens
 (prefill tiles; 37 is not a multiple of the 8 tokens a thread takes, so a tile runs past the end).
-The packed formats compiler/quantize.py defines each have a linear too (FORMATS): MLC's "_1", kiln's
+The packed formats compiler/weights/quantize.py defines each have a linear too (FORMATS): MLC's "_1", kiln's
 scale + min with float16 pairs (scales decoded from their bits in the kernel: subnormal, negative
 and zero ones included), and the per-tensor formats GGUF files carry over (int8 with float16 scales,
 int4 + min with float32 scales, int8 in groups of 16)."""
@@ -15,11 +15,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler import smoke
-from compiler.quantize import F16_PAIRS, WeightFormat, get_quantization, pack_q4, quantize, unpack, unpack_q4
-from compiler.run_library import run_in_chromium, run_in_node
-from compiler.schedules import rule_report, scheduled_kernels
-from compiler.wasm_library import build_wasm_library, make_target
+from kiln.testing import smoke
+from kiln.model_defs.weight_format import F16_PAIRS, WeightFormat
+from kiln.weights.quantize import get_quantization, pack_q4, quantize, unpack, unpack_q4
+from kiln.testing.run_library import run_in_chromium, run_in_node
+from kiln.kernels.schedules import rule_report, scheduled_kernels
+from kiln.kernels.wasm_library import build_wasm_library, make_target
 
 Q4_IN, Q4_OUT = 256, 512
 F32_IN, F32_OUT = 100, 96
@@ -39,7 +40,7 @@ def linear_module():
     parameters after its inputs: a_q_weight, a_q_scale, b_weight."""
     from tvm.relax.frontend import nn
 
-    from model_defs.layers import Linear, WeightFormat
+    from kiln.model_defs.layers import Linear
 
     class Linears(nn.Module):
         def __init__(self):

@@ -1,6 +1,6 @@
 """Llama 3.x RoPE (llama3 scaling) through kiln's pipelines. TVM 0.27's TIR common-subexpression
 elimination mishandles Let expressions, which nn.llm's RoPE is made of, and broke the WebGPU build
-of every Llama 3.1/3.2 head size; kiln inlines them first (compiler/schedules.py, inline_let_exprs).
+of every Llama 3.1/3.2 head size; kiln inlines them first (compiler/kernels/schedules.py, inline_let_exprs).
 Here: TVM still needs that (a canary for a TVM upgrade), no Let reaches CSE in any kernel of a
 Llama 3 model for head sizes 32 to 128, and the RoPE kernel, built for WebGPU (run in Chromium) and
 WASM (run in Node), equals transformers' llama3 RoPE."""
@@ -15,13 +15,13 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.relax.frontend.nn.llm.position_embedding import llama_rope_with_position_map
 
-from compiler import schedules
-from compiler.model_module import build_model_module
-from compiler.quantize import get_quantization
-from compiler.run_library import run_in_chromium, run_in_node
-from compiler.smoke import output_array, tensor_arg
-from compiler.wasm_library import build_wasm_library, make_target
-from model_defs.registry import ARCHITECTURES
+from kiln.kernels import schedules
+from kiln.kernels.model_module import build_model_module
+from kiln.weights.quantize import get_quantization
+from kiln.testing.run_library import run_in_chromium, run_in_node
+from kiln.testing.smoke import output_array, tensor_arg
+from kiln.kernels.wasm_library import build_wasm_library, make_target
+from kiln.model_defs.registry import ARCHITECTURES
 
 THETA = 500000.0
 # Llama 3.2's scaling (3.1 has factor 8).

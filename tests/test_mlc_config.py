@@ -1,15 +1,17 @@
 """mlc-chat-config.json and the conv_template derived from a checkpoint's chat template.
+Longer than 400 lines: its cases share one run of WebLLM's own prompt code per checkpoint.
 
 The reference for prompts is `transformers`' apply_chat_template(..., add_generation_prompt=True)
-on the synthetic checkpoints (compiler/synthetic.py: Llama 2 [INST]/<<SYS>>, Llama 3 headers,
+on the synthetic checkpoints (compiler/testing/synthetic.py: Llama 2 [INST]/<<SYS>>, Llama 3 headers,
 Mistral [INST], ChatML). WebLLM's side is computed by WebLLM itself: tests/js/webllm_prompt.mjs
 loads the installed @mlc-ai/web-llm bundle and runs its Conversation code and its tokenizer, so
-nothing of WebLLM is reimplemented here; compiler.mlc_config.webllm_prompt (the Python
+nothing of WebLLM is reimplemented here; kiln.webllm.conv_template.webllm_prompt (the Python
 description kiln uses to verify derivations) is checked against it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import subprocess
@@ -17,8 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from compiler import mlc_config, synthetic, toolchain
-from compiler.errors import UnsupportedError
+from kiln import toolchain
+from kiln.checkpoint import chat_template
+from kiln.checkpoint.facts import chat_facts
+from kiln.checkpoint.folder import load_checkpoint
+from kiln.testing import synthetic
+from kiln.errors import UnsupportedError
+from kiln.webllm import conv_template, mlc_config
 
 FAMILIES = ["llama2-tiny", "llama3-tiny", "mistral-tiny", "qwen2-tiny"]
 WEBLLM_INDEX = (toolchain.REPO_ROOT / "runtime_web" / "node_modules" / "@mlc-ai" / "web-llm"
@@ -63,9 +70,10 @@ def hf_prompt(tokenizer, messages, tokenize=False, chat_template=None):
 
 
 def derive(checkpoint: Path, **kwargs) -> dict:
-    return mlc_config.derive_conv_template(
-        read(checkpoint, "tokenizer_config.json"), read(checkpoint, "generation_config.json"),
-        tokenizer_json=read(checkpoint, "tokenizer.json"), **kwargs)
+    """The conv_template from the checkpoint's files and its token ids (kiln.checkpoint.facts)."""
+    facts = chat_facts(load_checkpoint(checkpoint), read(checkpoint, "tokenizer.json"))
+    return conv_template.derive_conv_template(read(checkpoint, "tokenizer_config.json"), facts.tokens,
+                                              tokenizer_json=read(checkpoint, "tokenizer.json"), **kwargs)
 
 
 def webllm_run(cases: list[dict]) -> list[dict]:
@@ -94,7 +102,7 @@ def test_render_matches_transformers(checkpoints, family):
     for messages in CONVERSATIONS:
         for gen in (True, False):
             want = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
-            got = mlc_config.render_chat_template(tokenizer_config, messages,
+            got = chat_template.render_chat_template(tokenizer_config, messages,
                                                   add_generation_prompt=gen)
             assert got == want
 
@@ -110,14 +118,14 @@ def test_webllm_prompt_equals_transformers(checkpoints, family):
               "tokenizer_json": str(checkpoint / "tokenizer.json")} for messages in CONVERSATIONS]
     for messages, webllm in zip(CONVERSATIONS, webllm_run(cases)):
         # kiln's description of WebLLM's assembly agrees with WebLLM's own code ...
-        assert (webllm["prefix_ids"], webllm["pieces"]) == mlc_config.webllm_prompt(conv, messages)
+        assert (webllm["prefix_ids"], webllm["pieces"]) == conv_template.webllm_prompt(conv, messages)
         # ... and the prompt text is transformers' exactly.
         text = prefix_text(tokenizer, webllm["prefix_ids"]) + "".join(webllm["pieces"])
         assert text == hf_prompt(tokenizer, messages)
         # ... and so are the token ids, although WebLLM tokenizes each piece on its own: the
         # piece boundaries fall on special tokens or on whitespace runs these tokenizers split
         # the same way. (A sentencepiece tokenizer that prepends "\u2581" to every encode call
-        # would differ after a Llama 2 <<SYS>> block; see compiler/mlc_config.py.)
+        # would differ after a Llama 2 <<SYS>> block; see compiler/webllm/conv_template.py.)
         assert webllm["token_ids"] == hf_prompt(tokenizer, messages, tokenize=True)
 
 
@@ -128,7 +136,7 @@ def test_python_description_follows_webllm_string_replace(checkpoints):
     messages = [{"role": "system", "content": "Costs $$5, see $& or $` and $'."},
                 {"role": "user", "content": "$& $$"}]
     [webllm] = webllm_run([{"conv_template": conv, "messages": messages}])
-    assert (webllm["prefix_ids"], webllm["pieces"]) == mlc_config.webllm_prompt(conv, messages)
+    assert (webllm["prefix_ids"], webllm["pieces"]) == conv_template.webllm_prompt(conv, messages)
     assert "Costs $5" in webllm["pieces"][0] and "$& $$" in webllm["pieces"][1]
 
 
@@ -244,7 +252,7 @@ def test_default_system_message(checkpoints):
     checkpoint = checkpoints["qwen2-tiny"]
     tokenizer = load_tokenizer(checkpoint)
     config = with_template(checkpoint, DEFAULT_SYSTEM_CHATML)
-    conv = mlc_config.derive_conv_template(config, tokenizer_json=read(checkpoint, "tokenizer.json"))
+    conv = conv_template.derive_conv_template(config, tokenizer_json=read(checkpoint, "tokenizer.json"))
     assert conv["system_message"] == "You are a helpful assistant."
     cases = [{"conv_template": conv, "messages": m} for m in CONVERSATIONS]
     for messages, webllm in zip(CONVERSATIONS, webllm_run(cases)):
@@ -256,7 +264,7 @@ def test_template_without_system_role(checkpoints):
     checkpoint = checkpoints["llama3-tiny"]
     tokenizer = load_tokenizer(checkpoint)
     config = with_template(checkpoint, NO_SYSTEM)
-    conv = mlc_config.derive_conv_template(config, tokenizer_json=read(checkpoint, "tokenizer.json"))
+    conv = conv_template.derive_conv_template(config, tokenizer_json=read(checkpoint, "tokenizer.json"))
     assert "{system_message}" not in conv["system_template"]  # WebLLM drops system messages
     assert conv["roles"]["assistant"].endswith("model")
     no_system = [m for m in CONVERSATIONS if m[0]["role"] != "system"]
@@ -269,7 +277,7 @@ def test_template_without_system_role(checkpoints):
 def test_system_in_last_turn_is_unsupported(checkpoints):
     config = with_template(checkpoints["mistral-tiny"], SYSTEM_IN_LAST_TURN)
     with pytest.raises(UnsupportedError, match="cannot be expressed"):
-        mlc_config.derive_conv_template(
+        conv_template.derive_conv_template(
             config, tokenizer_json=read(checkpoints["mistral-tiny"], "tokenizer.json"))
 
 
@@ -277,7 +285,7 @@ def test_missing_chat_template_is_unsupported(checkpoints):
     config = read(checkpoints["llama3-tiny"], "tokenizer_config.json")
     del config["chat_template"]
     with pytest.raises(UnsupportedError, match="no chat_template"):
-        mlc_config.derive_conv_template(config)
+        conv_template.derive_conv_template(config)
 
 
 def test_dated_template_needs_a_date(checkpoints, monkeypatch):
@@ -285,10 +293,10 @@ def test_dated_template_needs_a_date(checkpoints, monkeypatch):
     config = with_template(checkpoint, DATED_LLAMA3)
     tokenizer_json = read(checkpoint, "tokenizer.json")
     with pytest.raises(UnsupportedError, match="today's date"):
-        mlc_config.derive_conv_template(config, tokenizer_json=tokenizer_json)
+        conv_template.derive_conv_template(config, tokenizer_json=tokenizer_json)
 
     day = datetime.date(2025, 3, 14)
-    conv = mlc_config.derive_conv_template(config, tokenizer_json=tokenizer_json, today=day)
+    conv = conv_template.derive_conv_template(config, tokenizer_json=tokenizer_json, today=day)
     assert "14 Mar 2025" in conv["system_template"]
     # transformers on that day renders what WebLLM prefills.
     import transformers.utils.chat_template_utils as ctu
@@ -323,16 +331,18 @@ CONV = ["name", "system_template", "system_message", "roles", "seps", "role_cont
         "add_role_after_system_message"]
 
 
-def chat_config(checkpoint: Path, **overrides) -> dict:
-    hf_config = read(checkpoint, "config.json")
-    kwargs = dict(model_type=hf_config["model_type"], quantization="q0f32", context_window=256,
-                  prefill_chunk=128, sliding_window=-1,
-                  generation_config=read(checkpoint, "generation_config.json"),
-                  tokenizer_config=read(checkpoint, "tokenizer_config.json"),
-                  tokenizer_files=["tokenizer.json", "tokenizer_config.json"],
-                  tokenizer_json=read(checkpoint, "tokenizer.json"))
+def chat_config(checkpoint: Path, generation_config: dict | None = None, tokenizer_files: list[str] | None = None,
+                **overrides) -> dict:
+    """mlc-chat-config.json for the checkpoint, with its generation_config or tokenizer files replaced."""
+    ckpt = load_checkpoint(checkpoint)
+    if generation_config is not None:
+        ckpt = dataclasses.replace(ckpt, generation_config=generation_config)
+    if tokenizer_files is not None:
+        ckpt = dataclasses.replace(ckpt, tokenizer_files=tokenizer_files)
+    facts = chat_facts(ckpt, read(checkpoint, "tokenizer.json"))
+    kwargs = dict(quantization="q0f32", context_window=256, prefill_chunk=128, sliding_window=-1)
     kwargs.update(overrides)
-    return mlc_config.mlc_chat_config(hf_config, **kwargs)
+    return mlc_config.mlc_chat_config(ckpt, facts, **kwargs)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

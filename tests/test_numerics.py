@@ -12,9 +12,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from compiler.checkpoint import load_checkpoint
-from compiler.quantize import unpack_q4
-from compiler.synthetic import make_checkpoint
+from kiln.checkpoint.folder import load_checkpoint
+from kiln.weights.quantize import unpack_q4
+from kiln.testing.synthetic import make_checkpoint
 from native_model import NativeModel
 
 VARIANTS = ["llama2-tiny", "llama3-tiny", "mistral-tiny", "qwen2-tiny"]

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from compiler import staging, toolchain, wasm_library
-from compiler.cli import main
-from compiler.errors import os_error
-from compiler.site import build_site
-from compiler.staging import check_output, move_file, remove_leftovers, staged_folder
+from kiln import staging, toolchain
+from kiln.kernels import wasm_library
+from kiln.cli import main
+from kiln.errors import os_error
+from kiln.site.builder import build_site
+from kiln.staging import check_output, move_file, remove_leftovers, staged_folder
 
 
 def fake_checkpoint(folder: Path) -> Path:
@@ -116,7 +117,7 @@ def test_site_refuses_an_out_that_holds_a_bundle(tmp_path, capsys):
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from compiler.staging import staged_folder
+    from kiln.staging import staged_folder
     with staged_folder(Path(sys.argv[1])) as staging:
         (staging / "kiln-config.json").write_text("{}")
         (staging / "params_shard_0.bin").write_bytes(bytes(1000))

@@ -1,7 +1,7 @@
 """The shapes people use: the published config.json of seven popular checkpoints, each cut to one or
 two layers (and, where the full size would only slow CI down, a smaller vocab_size and
 intermediate_size; every other field as published), with random weights and a synthetic tokenizer
-(compiler/synthetic.py). Each builds for WebGPU and WASM at q4f32_1, and one greedy step on WASM in
+(compiler/testing/synthetic.py). Each builds for WebGPU and WASM at q4f32_1, and one greedy step on WASM in
 Node equals transformers running the same int4 weights (dequantized by NumPy, as in
 test_numerics.py)."""
 
@@ -16,10 +16,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from compiler import toolchain
-from compiler.build import BuildOptions, build_bundle
-from compiler.synthetic import SYNTHETIC_MARK, make_checkpoint_from_config
-from compiler.tensor_cache import read_tensor_cache
+from kiln import toolchain
+from kiln.bundle.build import BuildOptions, build_bundle
+from kiln.testing.synthetic import SYNTHETIC_MARK, make_checkpoint_from_config
+from kiln.weights.tensor_cache import read_tensor_cache
 from test_numerics import dequantized_state_dict
 from greedy_runs import KILN_MJS, RUNNER
 

@@ -1,4 +1,4 @@
-"""Weight formats (compiler/quantize.py): exact bit layouts, the searched scales (never worse than
+"""Weight formats (compiler/weights/quantize.py): exact bit layouts, the searched scales (never worse than
 the plain rules, per group), padding, zero groups, float16 scales, bad input, speed."""
 
 import time
@@ -7,9 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from compiler.errors import UnsupportedError
-from compiler.quantize import (F16_PAIRS, QUANTIZATIONS, Grid, WeightFormat, get_quantization, pack, pack_q4,
-                               quantize, unpack, unpack_q4)
+from kiln.errors import UnsupportedError
+from kiln.model_defs.weight_format import F16_PAIRS, Grid, WeightFormat
+from kiln.weights.quantize import (QUANTIZATIONS, get_quantization, pack, pack_q4,
+                                    quantize, unpack, unpack_q4)
 
 Q4_1 = get_quantization("q4f32_1").weight_format()
 Q4_2 = get_quantization("q4f32_2").weight_format()

@@ -9,7 +9,7 @@ the GGUF file and compared with transformers loading the same file (`gguf_file=`
 - WASM and WebGPU run the same bundle's two kernel libraries: their top-1 tokens over the same
   teacher-forced positions agree at >= 99 % of them (the figure is printed).
 - A prompt prefilled in two calls predicts what it does in one (on WebGPU this needs kiln's
-  race-free attention-state merge, compiler/schedules.py race_free_merge_state).
+  race-free attention-state merge, compiler/kernels/schedules.py race_free_merge_state).
 - The demo's default bundle, kiln build's default for a GGUF file (q4f32_2: the file's Q4_1 and
   Q8_0 grids kept exactly), has the same greedy parity on WASM (all 8 prompts), and answers "What
   is the capital of France?" with a reply that mentions Paris on both backends (the demo site's
@@ -32,11 +32,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from compiler import toolchain
-from compiler.build import BuildOptions, build_bundle
-from compiler.demo import QUANTIZATIONS
-from compiler.run_library import HARNESS_DIR, call_in_chromium
-from compiler.serve import StaticServer
+from kiln import toolchain
+from kiln.bundle.build import BuildOptions, build_bundle
+from kiln.site.demo import QUANTIZATIONS
+from kiln.testing.run_library import HARNESS_DIR, call_in_chromium
+from kiln.site.serve import StaticServer
 from native_model import NativeModel
 
 KILN_MJS = toolchain.REPO_ROOT / "runtime_web" / "dist" / "kiln.mjs"
@@ -164,10 +164,10 @@ def test_q0f32_greedy_equals_transformers(backend, forced, reference, report):
 def test_default_bundle_weights_equal_the_gguf(smollm2_gguf, demo_bundles, report):
     """Every matrix of the demo's default bundle dequantizes to exactly the file's dequantized
     values (120 fused matrices from 210 Q4_1 tensors, the Q8_0 embedding), at the file's bits per parameter or fewer."""
-    from compiler.checkpoint import load_checkpoint
-    from compiler.quantize import get_quantization, unpack
-    from compiler.tensor_cache import read_tensor_cache
-    from compiler.weight_formats import matrix_sources, plan_formats
+    from kiln.checkpoint.folder import load_checkpoint
+    from kiln.weights.quantize import get_quantization, unpack
+    from kiln.weights.tensor_cache import read_tensor_cache
+    from kiln.weights.plan import matrix_sources, plan_formats
 
     ckpt = load_checkpoint(smollm2_gguf)
     tensors = ckpt.open_tensors()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from compiler import toolchain
-from compiler.run_library import HARNESS_DIR, call_in_chromium
+from kiln import toolchain
+from kiln.testing.run_library import HARNESS_DIR, call_in_chromium
 from test_runtime_engine import NEW_TOKENS, TURN1, reference_reply
 
 TURN2 = TURN1 + [{"role": "assistant", "content": "A hot oven."}, {"role": "user", "content": "For what?"}]

@@ -16,9 +16,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from compiler import toolchain
-from compiler.kiln_config import CONFIG_FILE
-from compiler.serve import StaticServer
+from kiln import toolchain
+from kiln.bundle.kiln_config import CONFIG_FILE
+from kiln.site.serve import StaticServer
 from runtime_fixtures import _plain_content_ids
 
 RUNNER = toolchain.REPO_ROOT / "runtime_web" / "harness" / "node_chat.mjs"

@@ -10,8 +10,8 @@ import torch
 from greedy_runs import kiln_node_greedy, transformers_greedy
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from compiler.build import BuildOptions, build_bundle
-from compiler.synthetic import make_checkpoint
+from kiln.bundle.build import BuildOptions, build_bundle
+from kiln.testing.synthetic import make_checkpoint
 
 STEPS = 16
 

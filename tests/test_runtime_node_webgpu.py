@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler import toolchain
-from compiler.serve import StaticServer
+from kiln import toolchain
+from kiln.site.serve import StaticServer
 from test_runtime_engine import KILN_MJS, NEW_TOKENS, RUNNER, TURN1, reference_reply
 
 # Debian's chromium package ships SwiftShader, a Vulkan driver on the CPU, with this manifest.

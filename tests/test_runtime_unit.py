@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from compiler import toolchain
+from kiln import toolchain
 from runtime_fixtures import write_fixtures
 
 

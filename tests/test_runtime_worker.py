@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from compiler import toolchain
-from compiler.kiln_config import CONFIG_FILE
-from compiler.run_library import HARNESS_DIR, call_in_chromium
+from kiln import toolchain
+from kiln.bundle.kiln_config import CONFIG_FILE
+from kiln.testing.run_library import HARNESS_DIR, call_in_chromium
 
 TURN1 = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is a kiln?"}]
 TURN2 = TURN1 + [{"role": "assistant", "content": "A hot oven."}, {"role": "user", "content": "For what?"}]

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from compiler import safetensors_stream
-from compiler.errors import CheckpointError
-from compiler.safetensors_stream import CheckpointTensors
+from kiln.checkpoint import safetensors_stream
+from kiln.errors import CheckpointError
+from kiln.checkpoint.safetensors_stream import CheckpointTensors
 
 
 def _tensors(seed=0):

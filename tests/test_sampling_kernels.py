@@ -1,4 +1,5 @@
-"""WebLLM's sampling functions (compiler/sampling_kernels.py) against NumPy references.
+"""WebLLM's sampling functions (compiler/webllm/sampling_kernels.py) against NumPy references.
+Longer than 400 lines: the NumPy reference of each of the six functions sits beside its cases.
 
 The CPU kernels are built for native LLVM and run with the Relax VM (fast, exhaustive); the WebGPU
 kernels are built into a real library and run in headless Chromium on a WebGPU adapter (one
@@ -15,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler import sampling_kernels
-from compiler.sampling_kernels import FUNCTION_NAMES, add_sampling_functions, sampling_module
+from kiln.errors import UnsupportedError
+from kiln.webllm.sampling_kernels import FUNCTION_NAMES, add_sampling_functions, sampling_module
 
 LOWEST = np.finfo(np.float32).min
 
@@ -249,9 +250,9 @@ def test_add_sampling_functions_keeps_model_and_rejects_clashes():
     names = {gv.name_hint for gv in mod.get_global_vars()}
     assert set(FUNCTION_NAMES) | {"decode"} <= names
     assert {gv.name_hint for gv in model.get_global_vars()} == {"decode"}  # input untouched
-    with pytest.raises(sampling_kernels.UnsupportedError):
+    with pytest.raises(UnsupportedError):
         add_sampling_functions(mod, "webgpu")
-    with pytest.raises(sampling_kernels.UnsupportedError):
+    with pytest.raises(UnsupportedError):
         add_sampling_functions(model, "webgpu", dtype="float16")
 
 
@@ -342,7 +343,7 @@ def _outputs(result):
 
 @pytest.fixture(scope="module")
 def sampling_libraries(tmp_path_factory):
-    from compiler.wasm_library import build_wasm_library
+    from kiln.kernels.wasm_library import build_wasm_library
 
     out = tmp_path_factory.mktemp("sampling")
     return {target: build_wasm_library(sampling_module(target), target,
@@ -393,9 +394,9 @@ def _run_many_in_chromium(library, requests, timeout_s=300):
     """Run `requests` (harness request format) on one WebGPU instance of `library`."""
     from playwright.sync_api import sync_playwright
 
-    from compiler import toolchain
-    from compiler.run_library import HARNESS_DIR, launch_chromium
-    from compiler.serve import StaticServer
+    from kiln import toolchain
+    from kiln.testing.run_library import HARNESS_DIR, launch_chromium
+    from kiln.site.serve import StaticServer
 
     mounts = {"/": HARNESS_DIR, "/tvmjs/": toolchain.tvmjs_bundle().parent,
               "/lib/": library.parent}
@@ -424,7 +425,7 @@ def test_webgpu_kernels_in_chromium(sampling_libraries):
 
 def test_wasm_kernels_in_node(sampling_libraries):
     """The WASM CPU library (argsort through the runtime's sort) in Node, on a few cases."""
-    from compiler.run_library import run_in_node
+    from kiln.testing.run_library import run_in_node
 
     requests, checks = _requests("cpu")
     for request, check in list(zip(requests, checks))[::3]:

@@ -1,8 +1,8 @@
-"""`kiln serve` (compiler/serve.py) against hostile and heavy clients: the site's security headers on
+"""`kiln serve` (compiler/site/serve.py) against hostile and heavy clients: the site's security headers on
 every response, no directory listing, malformed paths answered 400 without a traceback, no way out of
 the served folder, a burst of 200 parallel shard requests all answered, idle connections closed,
 slow but active downloads not cut, and the Web Worker's fetches held to the site's origin by the
-header policy. The policy is site_headers.py's; the README's host snippets must spell the same."""
+header policy. The policy is site/headers.py's; the README's host snippets must spell the same."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from compiler import site_headers, toolchain
-from compiler.cli import listen
-from compiler.serve import StaticServer
+from kiln import toolchain
+from kiln.site import headers as site_headers
+from kiln.cli import listen
+from kiln.site.serve import StaticServer
 
 SHARD = os.urandom(64 * 1024)
 
@@ -163,7 +164,7 @@ def test_header_policy_holds_the_worker_to_the_origin(tmp_path):
     """The demo's CSP was a <meta> tag, which a Web Worker does not inherit: its fetch of another
     origin went out. The header, sent with the worker's own script, stops it."""
     playwright_api = pytest.importorskip("playwright.sync_api")
-    from compiler.run_library import launch_chromium
+    from kiln.testing.run_library import launch_chromium
 
     page = tmp_path / "page"
     page.mkdir()

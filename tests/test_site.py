@@ -10,15 +10,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
-from compiler import site_headers
-from compiler.build import BuildOptions, build_bundle
-from compiler.cli import main
-from compiler.synthetic import make_checkpoint
+from kiln.site import headers as site_headers
+from kiln.bundle.build import BuildOptions, build_bundle
+from kiln.cli import main
+from kiln.testing.synthetic import make_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +51,7 @@ def test_site_holds_runtime_app_and_bundles(bundle, tmp_path, capsys):
     urls = re.findall(r'(?:src|href)="([^"]*)"', html)
     # (data: URLs fetch nothing: the empty icon spares the browser a favicon request.)
     assert urls and all(not re.match(r"^(/|[a-z]+:)", u) or u.startswith("data:") for u in urls), urls
-    # The security policy of site_headers.py: as a _headers file for hosts that read one, and as
+    # The security policy of site/headers.py: as a _headers file for hosts that read one, and as
     # <meta> tags in the page for hosts that set no headers.
     assert (site / "_headers").read_text() == site_headers.headers_file()
     assert site_headers.meta_tags() in html and "kiln:security-meta" not in html
@@ -92,7 +91,7 @@ def test_serve_gives_mime_types(bundle, tmp_path):
     site = tmp_path / "site"
     assert main(["site", str(bundle), "--out", str(site)]) == 0
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "compiler.cli", "serve", str(site), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "kiln.cli", "serve", str(site), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert f"http://127.0.0.1:{port}/" in proc.stdout.readline()
@@ -104,12 +103,12 @@ def test_serve_gives_mime_types(bundle, tmp_path):
             with urllib.request.urlopen(base + path) as response:
                 assert response.headers["Content-Type"].split(";")[0] == mime, path
         # A second server on the same port fails with a clear error instead of a traceback.
-        second = subprocess.run([sys.executable, "-m", "compiler.cli", "serve", str(site), "--port", str(port)],
+        second = subprocess.run([sys.executable, "-m", "kiln.cli", "serve", str(site), "--port", str(port)],
                                 capture_output=True, text=True, timeout=60)
         assert second.returncode == 1 and second.stderr.startswith("error[kiln]:") and "--port" in second.stderr
         # `kiln demo` takes its port before it compiles anything, so a busy port fails at once.
         work = tmp_path / "demo"
-        demo = subprocess.run([sys.executable, "-m", "compiler.cli", "demo", "--dir", str(work), "--port", str(port)],
+        demo = subprocess.run([sys.executable, "-m", "kiln.cli", "demo", "--dir", str(work), "--port", str(port)],
                               capture_output=True, text=True, timeout=60)
         assert demo.returncode == 1 and demo.stderr.startswith("error[kiln]:") and "--port" in demo.stderr
         assert not work.exists()

@@ -1,4 +1,4 @@
-"""Synthetic checkpoints (compiler/synthetic.py): they load back with transformers' Auto classes,
+"""Synthetic checkpoints (compiler/testing/synthetic.py): they load back with transformers' Auto classes,
 have the architecture features each variant promises, tokenize and render chats as their family
 does, generate varied text, and are byte-identical when made again with the same seed."""
 
@@ -18,7 +18,7 @@ from safetensors import safe_open
 from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from compiler.synthetic import make_checkpoint, make_config
+from kiln.testing.synthetic import make_checkpoint, make_config
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["llama2-tiny", "llama3-tiny", "mistral-tiny", "qwen2-tiny"]

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from compiler.errors import KilnError
-from compiler.tensor_cache import MAX_SHARD_BYTES, TensorCacheWriter, read_tensor_cache
+from kiln.errors import KilnError
+from kiln.weights.tensor_cache import MAX_SHARD_BYTES, TensorCacheWriter, read_tensor_cache
 
 CAP = 1024
 

@@ -3,15 +3,15 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from compiler import smoke, toolchain
-from compiler.errors import ToolchainError
-from compiler.wasm_library import build_wasm_library
+from kiln import toolchain
+from kiln.testing import smoke
+from kiln.errors import ToolchainError
+from kiln.kernels.wasm_library import build_wasm_library
 
-KILN = [sys.executable, "-m", "compiler.cli"]
+KILN = [sys.executable, "-m", "kiln.cli"]
 
 
 def run_kiln(args, env):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from compiler import toolchain
-from compiler.build import BuildOptions, build_bundle, library_name
-from compiler.run_library import HARNESS_DIR, call_in_chromium
-from compiler.synthetic import make_checkpoint
+from kiln import toolchain
+from kiln.bundle.build import BuildOptions, build_bundle, library_name
+from kiln.testing.run_library import HARNESS_DIR, call_in_chromium
+from kiln.testing.synthetic import make_checkpoint
 
 NEW_TOKENS = 32
 MESSAGES = [

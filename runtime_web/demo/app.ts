@@ -1,5 +1,6 @@
 // kiln's demo chat app: pick a model from models.json, load it into a Web Worker, chat with
 // streaming replies; conversations in IndexedDB; works offline once loaded (sw.ts).
+// Longer than 400 lines: the page's event wiring; views, storage and formatting are their own files.
 
 import { ChatView } from "./chat_view";
 import {

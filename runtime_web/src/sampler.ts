@@ -1,4 +1,5 @@
-// CPU-side token sampling for kiln's web runtime.
+// CPU-side token sampling for kiln's web runtime. Longer than 400 lines: every step below is a few
+// lines, but they share one buffer and one order, which splitting would hide.
 //
 // The engine copies the last position's logits (one float per vocabulary entry) from WebGPU or
 // WASM memory into a Float32Array and asks a Sampler for the next token. The caller's array is

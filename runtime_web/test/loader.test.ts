@@ -1,6 +1,7 @@
 // Unit tests of the bundle loader (src/loader.ts) against a local node:http server that serves a
 // synthetic bundle made here (random shards, a tensor-cache.json with their sha256, a kiln-config.json,
 // tokenizer files). Run: cd runtime_web && node build.mjs --tests && node --test .build/test/loader.test.mjs
+// Longer than 400 lines: every case serves variants of the one synthetic bundle built at the top.
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, IncomingMessage, Server, ServerResponse } from "node:http";

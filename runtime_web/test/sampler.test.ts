@@ -1,4 +1,5 @@
 // Unit tests of the CPU sampler (src/sampler.ts). Run: cd runtime_web && npm test
+// Longer than 400 lines: one file per module under test, with its reference softmax.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {

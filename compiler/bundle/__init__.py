@@ -1,0 +1,1 @@
+"""The bundle: kiln build's steps, kiln-config.json, the checks before a build."""

@@ -1,0 +1,1 @@
+"""Kernels: the Relax model module, kiln's schedules, linking into WebAssembly."""

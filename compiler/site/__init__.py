@@ -1,0 +1,1 @@
+"""The chat site: building it, serving it, the demo command."""

@@ -1,0 +1,1 @@
+"""Weights: quantization formats, the per-matrix plan, conversion, the tensor cache."""
