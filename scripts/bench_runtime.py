@@ -34,6 +34,8 @@ PROMPT = ("Explain how a pottery kiln works, step by step. Start with how the cl
           "then describe the bisque firing, the glazing, and the final glaze firing. Say which temperatures "
           "each stage needs, how long the kiln takes to heat up and to cool down, and what goes wrong when "
           "a piece still holds water.")
+
+
 def ensure_checkpoint(work: Path) -> Path:
     from kiln.testing.synthetic import make_checkpoint
 

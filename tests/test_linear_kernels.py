@@ -1,5 +1,6 @@
-"""kiln's linear kernels (model_defs/layers.py `matmul_nt`, scheduled for WebGPU by
-compiler/kernels/schedules.py's LinearRule) equal NumPy, on WebGPU in headless Chromium and on WASM in Node.
+"""kiln's linear kernels (model_defs/layers.py `matmul_nt`, scheduled by compiler/kernels/schedules.py:
+LinearRule for WebGPU, LinearCPURule for WASM) equal NumPy, on WebGPU in headless Chromium and on WASM
+in Node.
 
 The module has the shapes that reach each branch of the schedule: an int4 linear with K a multiple
 of 8 (packed words read once) followed by a residual add (a fused epilogue), and a plain f32 linear
@@ -86,10 +87,11 @@ def libraries(tmp_path_factory):
     return {target: build_wasm_library(mod, target, out / f"linear_{target}.wasm") for target in ("wasm", "webgpu")}
 
 
-def test_linear_kernels_are_kilns_on_webgpu():
-    rules = rule_report(scheduled_kernels(linear_module(), make_target("webgpu")))
-    linear = {name: rule for name, rule in rules.items() if "matmul_nt" in name}
-    assert linear and set(linear.values()) == {"kiln.Linear"}, rules
+@pytest.mark.parametrize("target, rule", [("webgpu", "kiln.Linear"), ("wasm", "kiln.LinearCPU")])
+def test_linear_kernels_are_kilns(target, rule):
+    rules = rule_report(scheduled_kernels(linear_module(), make_target(target)))
+    linear = {name: r for name, r in rules.items() if "matmul_nt" in name}
+    assert linear and set(linear.values()) == {rule}, rules
 
 
 @pytest.mark.parametrize("target", ["webgpu", "wasm"])

@@ -104,6 +104,71 @@ class LinearRule:
         return sch
 
 
+class LinearCPURule:
+    """kiln's linear kernels (`matmul_nt`) for CPU targets (WASM, native): a tile of `tokens` x
+    `lanes` outputs in registers, the `lanes` output rows as one SIMD vector (WebAssembly's simd128
+    holds 4 floats). Each packed weight word of those rows is loaded once per tile and its values
+    taken with one uniform shift for all lanes, so one decoded weight vector serves every token of
+    the tile. K runs group by group; the group's scale (and min) come from the `group_*` stages,
+    which the CPU computes whole before the product."""
+
+    def __init__(self, lanes: int = 4, tokens: int = 4):
+        self.lanes, self.tokens = lanes, tokens
+
+    def apply(self, func: tirx.PrimFunc, target, _tunable: bool):
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        try:
+            mm = sch.get_sblock("matmul_nt")
+        except Exception:  # noqa: BLE001 - not one of ours
+            return None
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        names = [sch.get(b).name_hint for b in blocks]
+        at = names.index("matmul_nt")
+        epilogues = blocks[at + 1:]
+        group_stages = [b for b, name in zip(blocks[:at], names[:at]) if name.startswith("group_")]
+        for b, name in zip(blocks[:at], names[:at]):
+            if not name.startswith("group_"):
+                sch.compute_inline(b)
+        *lead, n, k = sch.get_loops(mm)
+        m = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+        m_extent = sch.get(m).extent
+        m_static = int(m_extent) if isinstance(m_extent, tirx.IntImm) else None
+        n_extent, k_extent = int(sch.get(n).extent), int(sch.get(k).extent)
+        lanes = self.lanes if n_extent % self.lanes == 0 else 1
+        tokens = min(self.tokens, m_static) if m_static else self.tokens
+        word = 8 if k_extent % 8 == 0 else 1
+        group = _group_size(sch, group_stages, k_extent)
+        if group and group % word == 0:
+            kg, kw, ki = sch.split(k, [None, group // word, word])
+            outer = [kg]
+        else:
+            kw, ki = sch.split(k, [None, word])
+            kg, outer = kw, []
+        no, ni = sch.split(n, [None, lanes])
+        mo, mi = sch.split(m, [None, tokens])
+        sch.reorder(mo, no, *outer, kw, ki, mi, ni)
+        if epilogues:
+            for e in epilogues:
+                sch.reverse_compute_at(e, no)
+            sch.set_scope(mm, 0, "local")
+        else:
+            out = sch.cache_write(mm, 0, "local")
+            sch.reverse_compute_at(out, no)
+        if word > 1:
+            reads = [r.source.dtype for r in sch.get(mm).reads]
+            if "uint32" in reads:
+                words = sch.cache_read(mm, reads.index("uint32"), "local")
+                sch.compute_at(words, kw)
+            sch.unroll(ki)
+        sch.unroll(mi)
+        if lanes > 1:
+            sch.vectorize(ni)
+        sch.decompose_reduction(mm, kg)
+        return sch
+
+
 def _group_size(sch, group_stages: list, k: int) -> int | None:
     """Weights per group along K when the kernel has group stages ([rows, groups]) that split K
     evenly; else None."""
@@ -132,7 +197,7 @@ def default_tiles(m_static: int | None, n: int, k: int) -> LinearTiles:
 def _kiln_rules(target) -> list[tuple[str, object]]:
     if "gpu" in target.keys:
         return [("kiln.Linear", LinearRule())]
-    return []
+    return [("kiln.LinearCPU", LinearCPURule())]
 
 
 def _is_scheduled(func: tirx.PrimFunc) -> bool:
