@@ -1,6 +1,6 @@
 """What a chat bundle needs to know about a checkpoint besides its weights and architecture, derived
 once, here: token ids (bos, eos, the stop tokens, pad), sampling defaults, the chat template and
-the tokenizer's named and added special tokens. kiln-config.json (bundle/kiln_config.py) and
+the parsed tokenizer.json. kiln-config.json (bundle/kiln_config.py) and
 WebLLM's mlc-chat-config.json (webllm/mlc_config.py) are both written from one ChatFacts, so
 they cannot disagree. The architecture's facts (sizes, RoPE) are the family's parsed config,
 Checkpoint.model_config."""
@@ -51,14 +51,7 @@ class ChatFacts:
     tokens: TokenIds
     sampling: Sampling
     chat_template: str | None
-    special_tokens: dict[str, str]  # bos_token, eos_token, ... as text: what apply_chat_template passes
-    added_tokens: dict[int, str]    # id -> text of the tokenizer's added tokens
     tokenizer_json: dict[str, Any] | None = field(default=None, repr=False)
-
-    def token_id(self, text: str) -> int | None:
-        """The lowest id of the added token `text`."""
-        ids = [i for i, t in self.added_tokens.items() if t == text]
-        return min(ids) if ids else None
 
 
 def added_tokens(tokenizer_config: dict, tokenizer_json: dict | None) -> dict[int, str]:
@@ -72,6 +65,12 @@ def added_tokens(tokenizer_config: dict, tokenizer_json: dict | None) -> dict[in
         if isinstance(entry, dict) and isinstance(entry.get("content"), str):
             tokens[int(key)] = entry["content"]
     return tokens
+
+
+def added_token_id(added: dict[int, str], text: str | None) -> int | None:
+    """The lowest id of the added token `text`, if there is one."""
+    ids = [i for i, t in added.items() if t == text]
+    return min(ids) if ids else None
 
 
 def _token_id(value: Any, key: str, source: str, vocab_size: int | None, *, negative_ok: bool = False) -> int:
@@ -100,10 +99,9 @@ def token_ids(hf_config: dict, generation_config: dict, tokenizer_config: dict, 
 
     eos = read("eos_token_id", many=True)
     stop = list(eos)
-    eos_text = special_tokens(tokenizer_config).get("eos_token")
-    eos_ids = [i for i, text in added.items() if text == eos_text]
-    if eos_ids and min(eos_ids) not in stop and (vocab_size is None or min(eos_ids) < vocab_size):
-        stop.append(min(eos_ids))
+    eos_id = added_token_id(added, special_tokens(tokenizer_config).get("eos_token"))
+    if eos_id is not None and eos_id not in stop and (vocab_size is None or eos_id < vocab_size):
+        stop.append(eos_id)
     return TokenIds(bos=read("bos_token_id"), eos=eos, stop=stop, pad=read("pad_token_id", negative_ok=True))
 
 
@@ -137,7 +135,5 @@ def chat_facts(ckpt: Checkpoint, tokenizer_json: dict | None) -> ChatFacts:
                          ckpt.model_config.vocab_size),
         sampling=sampling(ckpt.generation_config),
         chat_template=ckpt.chat_template,
-        special_tokens=special_tokens(ckpt.tokenizer_config),
-        added_tokens=added,
         tokenizer_json=tokenizer_json,
     )

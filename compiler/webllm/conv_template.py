@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime
 
 from kiln.checkpoint.chat_template import _jinja, render_chat_template, special_tokens
-from kiln.checkpoint.facts import TokenIds, added_tokens, token_ids
+from kiln.checkpoint.facts import TokenIds, added_token_id, added_tokens, token_ids
 from kiln.errors import UnsupportedError
 
 SYSTEM_PLACEHOLDER = "{system_message}"
@@ -217,8 +217,8 @@ def derive_conv_template(tokenizer_config: dict, tokens: TokenIds | None = None,
     first = render_now(probe_u[0])
     prefix_ids: list[int] = []
     if bos and first.startswith(bos):
-        bos_ids = [i for i, text in added.items() if text == bos]
-        bos_id = min(bos_ids) if bos_ids else tokens.bos
+        bos_id = added_token_id(added, bos)
+        bos_id = tokens.bos if bos_id is None else bos_id
         if bos_id is None:
             fail(f"it starts with {bos!r}, whose token id is in none of tokenizer.json's "
                  "added_tokens, tokenizer_config.json's added_tokens_decoder and "
