@@ -44,7 +44,7 @@ def _chat_template(tokenizer_config: dict) -> str:
     return template
 
 
-def _jinja():
+def load_jinja():
     try:
         import jinja2
         import jinja2.ext
@@ -62,7 +62,7 @@ def _environment(now: datetime.datetime | None):
     """A sandboxed Jinja environment with the options and helpers `transformers` gives chat
     templates: trim_blocks, lstrip_blocks, loop controls, {% generation %} blocks (rendered as
     their body), raise_exception, strftime_now and a tojson that keeps non-ASCII text."""
-    jinja2 = _jinja()
+    jinja2 = load_jinja()
     ImmutableSandboxedEnvironment = jinja2.sandbox.ImmutableSandboxedEnvironment
 
     class GenerationBlock(jinja2.ext.Extension):

@@ -46,35 +46,17 @@ class LinearRule:
         self.tiles = tiles  # None: pick per shape; or a function (m_static, n, k) -> LinearTiles
 
     def apply(self, func: tirx.PrimFunc, target, _tunable: bool):
-        from tvm import s_tir
-
-        sch = s_tir.Schedule(func)
-        try:
-            mm = sch.get_sblock("matmul_nt")
-        except Exception:  # noqa: BLE001 - not one of ours
+        loops = _linear_loops(func)
+        if loops is None:
             return None
-        blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        names = [sch.get(b).name_hint for b in blocks]
-        at = names.index("matmul_nt")
-        epilogues = blocks[at + 1:]
-        group_stages = [b for b, name in zip(blocks[:at], names[:at]) if name.startswith("group_")]
-        for b, name in zip(blocks[:at], names[:at]):
-            if not name.startswith("group_"):
-                sch.compute_inline(b)
-        *lead, n, k = sch.get_loops(mm)
-        m = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+        sch, mm, epilogues, group_stages, m, n, k = loops
         m_extent = sch.get(m).extent
         m_static = int(m_extent) if isinstance(m_extent, tirx.IntImm) else None
         n_extent, k_extent = int(sch.get(n).extent), int(sch.get(k).extent)
         t = (self.tiles or default_tiles)(m_static, n_extent, k_extent)
-        word = 8 if k_extent % 8 == 0 else 1
-        group = _group_size(sch, group_stages, k_extent)
-        if group and group % word == 0:
-            kg, kw, ki = sch.split(k, [None, group // word, word])
-            outer = [kg]
-        else:
-            kw, ki = sch.split(k, [None, word])
-            kg, outer = kw, []
+        word, kg, kw, ki = _split_k(sch, k, group_stages, k_extent)
+        outer = [kg] if kg is not None else []
+        kg = kg if kg is not None else kw
         bn, tn, vn = sch.split(n, [None, t.rows, t.per_thread])
         bm, vm = sch.split(m, [None, t.tokens], disable_predication=True)
         sch.reorder(bm, bn, tn, *outer, kw, ki, vm, vn)
@@ -92,12 +74,7 @@ class LinearRule:
             sch.compute_at(stage, kg)
             sch.set_scope(stage, 0, "local")
         if word > 1:
-            # Load each packed weight word once, then take its values in registers.
-            reads = [r.source.dtype for r in sch.get(mm).reads]
-            if "uint32" in reads:
-                words = sch.cache_read(mm, reads.index("uint32"), "local")
-                sch.compute_at(words, kw)
-            sch.unroll(ki)
+            _words_once(sch, mm, kw, ki)
         for loop in (vm, vn):
             sch.unroll(loop)
         sch.decompose_reduction(mm, kg)
@@ -116,36 +93,18 @@ class LinearCPURule:
         self.lanes, self.tokens = lanes, tokens
 
     def apply(self, func: tirx.PrimFunc, target, _tunable: bool):
-        from tvm import s_tir
-
-        sch = s_tir.Schedule(func)
-        try:
-            mm = sch.get_sblock("matmul_nt")
-        except Exception:  # noqa: BLE001 - not one of ours
+        loops = _linear_loops(func)
+        if loops is None:
             return None
-        blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        names = [sch.get(b).name_hint for b in blocks]
-        at = names.index("matmul_nt")
-        epilogues = blocks[at + 1:]
-        group_stages = [b for b, name in zip(blocks[:at], names[:at]) if name.startswith("group_")]
-        for b, name in zip(blocks[:at], names[:at]):
-            if not name.startswith("group_"):
-                sch.compute_inline(b)
-        *lead, n, k = sch.get_loops(mm)
-        m = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+        sch, mm, epilogues, group_stages, m, n, k = loops
         m_extent = sch.get(m).extent
         m_static = int(m_extent) if isinstance(m_extent, tirx.IntImm) else None
         n_extent, k_extent = int(sch.get(n).extent), int(sch.get(k).extent)
         lanes = self.lanes if n_extent % self.lanes == 0 else 1
         tokens = min(self.tokens, m_static) if m_static else self.tokens
-        word = 8 if k_extent % 8 == 0 else 1
-        group = _group_size(sch, group_stages, k_extent)
-        if group and group % word == 0:
-            kg, kw, ki = sch.split(k, [None, group // word, word])
-            outer = [kg]
-        else:
-            kw, ki = sch.split(k, [None, word])
-            kg, outer = kw, []
+        word, kg, kw, ki = _split_k(sch, k, group_stages, k_extent)
+        outer = [kg] if kg is not None else []
+        kg = kg if kg is not None else kw
         no, ni = sch.split(n, [None, lanes])
         mo, mi = sch.split(m, [None, tokens])
         sch.reorder(mo, no, *outer, kw, ki, mi, ni)
@@ -157,16 +116,56 @@ class LinearCPURule:
             out = sch.cache_write(mm, 0, "local")
             sch.reverse_compute_at(out, no)
         if word > 1:
-            reads = [r.source.dtype for r in sch.get(mm).reads]
-            if "uint32" in reads:
-                words = sch.cache_read(mm, reads.index("uint32"), "local")
-                sch.compute_at(words, kw)
-            sch.unroll(ki)
+            _words_once(sch, mm, kw, ki)
         sch.unroll(mi)
         if lanes > 1:
             sch.vectorize(ni)
         sch.decompose_reduction(mm, kg)
         return sch
+
+
+def _linear_loops(func: tirx.PrimFunc):
+    """For a kernel with kiln's `matmul_nt` block: (schedule, that block, its epilogue blocks, the
+    `group_*` stages, and its loops m (the leading ones fused), n, k), with any other prologue
+    inlined; None for any other kernel."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    try:
+        mm = sch.get_sblock("matmul_nt")
+    except Exception:  # noqa: BLE001 - not one of ours
+        return None
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    names = [sch.get(b).name_hint for b in blocks]
+    at = names.index("matmul_nt")
+    group_stages = [b for b, name in zip(blocks[:at], names[:at]) if name.startswith("group_")]
+    for b, name in zip(blocks[:at], names[:at]):
+        if not name.startswith("group_"):
+            sch.compute_inline(b)
+    *lead, n, k = sch.get_loops(mm)
+    m = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+    return sch, mm, blocks[at + 1:], group_stages, m, n, k
+
+
+def _split_k(sch, k, group_stages: list, k_extent: int):
+    """(values per packed word, group loop or None, word loop, value loop): K split group by group
+    when the group stages split it evenly, else word by word."""
+    word = 8 if k_extent % 8 == 0 else 1
+    group = _group_size(sch, group_stages, k_extent)
+    if group and group % word == 0:
+        kg, kw, ki = sch.split(k, [None, group // word, word])
+        return word, kg, kw, ki
+    kw, ki = sch.split(k, [None, word])
+    return word, None, kw, ki
+
+
+def _words_once(sch, mm, kw, ki) -> None:
+    """Load each packed weight word once (at the word loop), then take its values in registers."""
+    reads = [r.source.dtype for r in sch.get(mm).reads]
+    if "uint32" in reads:
+        words = sch.cache_read(mm, reads.index("uint32"), "local")
+        sch.compute_at(words, kw)
+    sch.unroll(ki)
 
 
 def _group_size(sch, group_stages: list, k: int) -> int | None:

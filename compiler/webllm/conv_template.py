@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime
 
-from kiln.checkpoint.chat_template import _jinja, render_chat_template, special_tokens
+from kiln.checkpoint.chat_template import load_jinja, render_chat_template, special_tokens
 from kiln.checkpoint.facts import TokenIds, added_token_id, added_tokens, token_ids
 from kiln.errors import UnsupportedError
 
@@ -183,7 +183,7 @@ def derive_conv_template(tokenizer_config: dict, tokens: TokenIds | None = None,
         return render_chat_template(tokenizer_config, messages, add_generation_prompt=gen,
                                     now=now)
 
-    jinja2 = _jinja()
+    jinja2 = load_jinja()
     probe_u = _conversations(_PROBE, with_system=False)
 
     def renders_on(day):
