@@ -46,30 +46,19 @@ class LinearRule:
         self.tiles = tiles  # None: pick per shape; or a function (m_static, n, k) -> LinearTiles
 
     def apply(self, func: tirx.PrimFunc, target, _tunable: bool):
-        loops = _linear_loops(func)
-        if loops is None:
+        found = _linear_loops(func)
+        if found is None:
             return None
-        sch, mm, epilogues, group_stages, m, n, k = loops
-        m_extent = sch.get(m).extent
-        m_static = int(m_extent) if isinstance(m_extent, tirx.IntImm) else None
-        n_extent, k_extent = int(sch.get(n).extent), int(sch.get(k).extent)
+        sch, mm, epilogues, group_stages, m, n, k, m_static, n_extent, k_extent = found
         t = (self.tiles or default_tiles)(m_static, n_extent, k_extent)
-        word, kg, kw, ki = _split_k(sch, k, group_stages, k_extent)
-        outer = [kg] if kg is not None else []
-        kg = kg if kg is not None else kw
+        word, outer, kg, kw, ki = _split_k(sch, k, group_stages, k_extent)
         bn, tn, vn = sch.split(n, [None, t.rows, t.per_thread])
         bm, vm = sch.split(m, [None, t.tokens], disable_predication=True)
         sch.reorder(bm, bn, tn, *outer, kw, ki, vm, vn)
         sch.bind(bm, "blockIdx.y")
         sch.bind(bn, "blockIdx.x")
         sch.bind(tn, "threadIdx.x")
-        if epilogues:
-            for e in epilogues:
-                sch.reverse_compute_at(e, tn)
-            sch.set_scope(mm, 0, "local")
-        else:
-            out = sch.cache_write(mm, 0, "local")
-            sch.reverse_compute_at(out, tn)
+        _accumulate_locally(sch, mm, epilogues, tn)
         for stage in group_stages:
             sch.compute_at(stage, kg)
             sch.set_scope(stage, 0, "local")
@@ -93,28 +82,17 @@ class LinearCPURule:
         self.lanes, self.tokens = lanes, tokens
 
     def apply(self, func: tirx.PrimFunc, target, _tunable: bool):
-        loops = _linear_loops(func)
-        if loops is None:
+        found = _linear_loops(func)
+        if found is None:
             return None
-        sch, mm, epilogues, group_stages, m, n, k = loops
-        m_extent = sch.get(m).extent
-        m_static = int(m_extent) if isinstance(m_extent, tirx.IntImm) else None
-        n_extent, k_extent = int(sch.get(n).extent), int(sch.get(k).extent)
+        sch, mm, epilogues, group_stages, m, n, k, m_static, n_extent, k_extent = found
         lanes = self.lanes if n_extent % self.lanes == 0 else 1
         tokens = min(self.tokens, m_static) if m_static else self.tokens
-        word, kg, kw, ki = _split_k(sch, k, group_stages, k_extent)
-        outer = [kg] if kg is not None else []
-        kg = kg if kg is not None else kw
+        word, outer, kg, kw, ki = _split_k(sch, k, group_stages, k_extent)
         no, ni = sch.split(n, [None, lanes])
         mo, mi = sch.split(m, [None, tokens])
         sch.reorder(mo, no, *outer, kw, ki, mi, ni)
-        if epilogues:
-            for e in epilogues:
-                sch.reverse_compute_at(e, no)
-            sch.set_scope(mm, 0, "local")
-        else:
-            out = sch.cache_write(mm, 0, "local")
-            sch.reverse_compute_at(out, no)
+        _accumulate_locally(sch, mm, epilogues, no)
         if word > 1:
             _words_once(sch, mm, kw, ki)
         sch.unroll(mi)
@@ -126,8 +104,8 @@ class LinearCPURule:
 
 def _linear_loops(func: tirx.PrimFunc):
     """For a kernel with kiln's `matmul_nt` block: (schedule, that block, its epilogue blocks, the
-    `group_*` stages, and its loops m (the leading ones fused), n, k), with any other prologue
-    inlined; None for any other kernel."""
+    `group_*` stages, its loops m (the leading ones fused), n, k, and their extents, m's None when
+    symbolic), with any other prologue inlined; None for any other kernel."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
@@ -144,19 +122,34 @@ def _linear_loops(func: tirx.PrimFunc):
             sch.compute_inline(b)
     *lead, n, k = sch.get_loops(mm)
     m = sch.fuse(*lead) if len(lead) > 1 else lead[0]
-    return sch, mm, blocks[at + 1:], group_stages, m, n, k
+    m_extent = sch.get(m).extent
+    m_static = int(m_extent) if isinstance(m_extent, tirx.IntImm) else None
+    return (sch, mm, blocks[at + 1:], group_stages, m, n, k, m_static, int(sch.get(n).extent),
+            int(sch.get(k).extent))
 
 
 def _split_k(sch, k, group_stages: list, k_extent: int):
-    """(values per packed word, group loop or None, word loop, value loop): K split group by group
+    """(values per packed word, [the group loop] or [], the loop the group stages and the reduction's
+    init go at (the group loop, else the word loop), word loop, value loop): K split group by group
     when the group stages split it evenly, else word by word."""
     word = 8 if k_extent % 8 == 0 else 1
     group = _group_size(sch, group_stages, k_extent)
     if group and group % word == 0:
         kg, kw, ki = sch.split(k, [None, group // word, word])
-        return word, kg, kw, ki
+        return word, [kg], kg, kw, ki
     kw, ki = sch.split(k, [None, word])
-    return word, None, kw, ki
+    return word, [], kw, kw, ki
+
+
+def _accumulate_locally(sch, mm, epilogues: list, loop) -> None:
+    """Sums in registers, written out (through the epilogues, if any) once per `loop` iteration."""
+    if epilogues:
+        for e in epilogues:
+            sch.reverse_compute_at(e, loop)
+        sch.set_scope(mm, 0, "local")
+    else:
+        out = sch.cache_write(mm, 0, "local")
+        sch.reverse_compute_at(out, loop)
 
 
 def _words_once(sch, mm, kw, ki) -> None:
