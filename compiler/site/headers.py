@@ -36,10 +36,18 @@ def content_security_policy(for_meta: bool = False) -> str:
                      if not (for_meta and name in HEADER_ONLY_DIRECTIVES))
 
 
+# Cross-origin isolation: browsers give a page SharedArrayBuffer (the WASM backend's threads) only
+# when it is served with both. A <meta> tag cannot set them, so a host without headers runs one thread.
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+}
+
 HTTP_HEADERS = {
     "Content-Security-Policy": content_security_policy(),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": REFERRER_POLICY,
+    **ISOLATION_HEADERS,
 }
 
 HEADERS_FILE = "_headers"
