@@ -6,6 +6,14 @@ nothing.
     .venv/bin/python scripts/bench_runtime.py [--work DIR] [--backends webgpu,wasm]
                                               [--quantization q4f32_1] [--rebuild] [--kernels]
 
+--peer compares kiln's WASM backend with wllama (llama.cpp in wasm) on the real SmolLM2-135M-Instruct
+GGUF instead, in the same headless Chromium: 128-token prompt, 64 greedy tokens, 3 fresh-browser runs
+per engine at 1 and 2 threads, medians, kiln/wllama ratios (scripts/bench_peer.py says how each
+number is measured):
+
+    .venv/bin/python scripts/bench_runtime.py --peer [--threads 1,2] [--repeats 3]
+                                              [--quantization q4f32_1] [--json peer.json]
+
 --kernels times the model's kernels one by one instead (each compiled into its own function and
 called on zero-filled inputs, decode shapes and prefill shapes of the benchmark's prompt), and
 prints, per kernel, the rule that scheduled it and its share of a decode and a prefill step; what
@@ -198,15 +206,28 @@ def main() -> int:
     parser.add_argument("--backends", default="webgpu,wasm")
     parser.add_argument("--quantization", default="q4f32_1")
     parser.add_argument("--context-window", type=int, help="default: kiln build's (4096 for this model)")
-    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, help="greedy new tokens (default 32; --peer: 64)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the short warm-up request")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the bundle even if it is cached")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--kernels", action="store_true", help="time each kernel instead of the engine")
-    parser.add_argument("--prompt-tokens", type=int, default=107, help="prefill length for --kernels")
+    parser.add_argument("--prompt-tokens", type=int,
+                        help="prefill length for --kernels (default 107); the prompt's length for --peer (default 128)")
+    parser.add_argument("--peer", action="store_true",
+                        help="kiln WASM against wllama on the real SmolLM2-135M-Instruct GGUF (scripts/bench_peer.py)")
+    parser.add_argument("--threads", default="1,2", help="--peer: thread counts to run each engine at")
+    parser.add_argument("--repeats", type=int, default=3, help="--peer: fresh-browser runs per engine and thread count")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.peer:
+        import bench_peer  # scripts/ is this script's folder, first on sys.path
+
+        args.new_tokens = args.new_tokens or 64
+        args.prompt_tokens = args.prompt_tokens or 128
+        return bench_peer.run_peer(args)
+    args.new_tokens = args.new_tokens or 32
+    args.prompt_tokens = args.prompt_tokens or 107
     if args.kernels:
         profile_kernels(args)
         return 0
