@@ -75,9 +75,9 @@ def _group_value(tensor: te.Tensor, row, group, fmt: WeightFormat) -> tirx.PrimE
 
 def _group_stages(weight: list[te.Tensor], fmt: WeightFormat) -> list[te.Tensor]:
     """The scale (and min) of every group as float32 [rows, groups] stages (`group_scale`,
-    `group_min`), so that a kernel decodes each once per group rather than once per weight. On the
-    GPU, compiler/kernels/schedules.py's LinearRule computes them per group in registers; on the
-    CPU they are whole arrays computed before the product (LinearCPURule)."""
+    `group_min`), so that a kernel decodes each once per group rather than once per weight:
+    compiler/kernels/schedules.py's LinearRule (GPU) and schedules_cpu.py's LinearCPURule compute
+    them per group, for the rows of a thread or of a tile."""
     rows, words = weight[0].shape
     groups = int(words) * fmt.per_word // fmt.group_size  # not q_scale's width: pairs may pad it
 

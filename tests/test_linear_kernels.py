@@ -2,10 +2,14 @@
 LinearRule for WebGPU, LinearCPURule for WASM) equal NumPy, on WebGPU in headless Chromium and on WASM
 in Node.
 
-The module has the shapes that reach each branch of the schedule: an int4 linear with K a multiple
+The module has the shapes that reach each branch of the schedules: an int4 linear with K a multiple
 of 8 (packed words read once) followed by a residual add (a fused epilogue), and a plain f32 linear
 with K not a multiple of 8 and no epilogue; each at 1 token (decode tiles), 2 tokens and 37 tokens
 (prefill tiles; 37 is not a multiple of the 8 tokens a thread takes, so a tile runs past the end).
+These take a symbolic token count, as prefill does; the `*_decode` functions take one token as a
+static shape, as decode does (LinearCPURule then keeps the tile's sums on the stack and writes them
+out through the epilogue per tile). `odd` has 70 output rows, not a multiple of the 4 rows of a
+simd128 vector.
 The packed formats compiler/weights/quantize.py defines each have a linear too (FORMATS): MLC's "_1", kiln's
 scale + min with float16 pairs (scales decoded from their bits in the kernel: subnormal, negative
 and zero ones included), and the per-tensor formats GGUF files carry over (int8 with float16 scales,
@@ -28,6 +32,7 @@ F32_IN, F32_OUT = 100, 96
 TOKENS = (1, 2, 37)
 RUNNERS = {"wasm": (run_in_node, "cpu"), "webgpu": (run_in_chromium, "webgpu")}
 PACKED_IN, PACKED_OUT = 96, 72
+ODD_OUT = 70
 FORMATS = {
     "q4f32_2": get_quantization("q4f32_2").weight_format(),
     "int8_f16": WeightFormat("float32", 8, 32, zero=128, scale_dtype=F16_PAIRS),
@@ -37,8 +42,10 @@ FORMATS = {
 
 
 def linear_module():
-    """q4(x, r) = x @ A^T + r with A int4, f32(x) = x @ B^T; n symbolic. Each function takes the
-    parameters after its inputs: a_q_weight, a_q_scale, b_weight."""
+    """q4(x, r) = x @ A^T + r with A int4, f32(x) = x @ B^T, packed_formats(x) = x @ P_i^T for each of
+    FORMATS, odd(x) = x @ C^T with C in q4f32_2; n symbolic, or 1 in the `*_decode` functions. Each
+    function takes the parameters after its inputs: a_q_weight, a_q_scale, b_weight, the packed
+    linears', c's."""
     from tvm.relax.frontend import nn
 
     from kiln.model_defs.layers import Linear
@@ -48,6 +55,7 @@ def linear_module():
             self.a = Linear(Q4_IN, Q4_OUT, get_quantization("q4f32_1").weight_format())
             self.b = Linear(F32_IN, F32_OUT, WeightFormat("float32"))
             self.packed = nn.ModuleList([Linear(PACKED_IN, PACKED_OUT, fmt) for fmt in FORMATS.values()])
+            self.c = Linear(Q4_IN, ODD_OUT, FORMATS["q4f32_2"])
 
         def q4(self, x, r):
             return self.a(x) + r
@@ -58,10 +66,18 @@ def linear_module():
         def packed_formats(self, x):
             return tuple(linear(x) for linear in self.packed)
 
+        def odd(self, x):
+            return self.c(x)
+
+        q4_decode, f32_decode, packed_formats_decode, odd_decode = q4, f32, packed_formats, odd
+
     tokens = lambda width: nn.spec.Tensor([1, "n", width], "float32")  # noqa: E731
-    mod, _ = Linears().export_tvm(spec={"q4": {"x": tokens(Q4_IN), "r": tokens(Q4_OUT)},
-                                        "f32": {"x": tokens(F32_IN)},
-                                        "packed_formats": {"x": tokens(PACKED_IN)}})
+    one = lambda width: nn.spec.Tensor([1, 1, width], "float32")  # noqa: E731
+    spec = {}
+    for suffix, shape in (("", tokens), ("_decode", one)):
+        spec.update({f"q4{suffix}": {"x": shape(Q4_IN), "r": shape(Q4_OUT)}, f"f32{suffix}": {"x": shape(F32_IN)},
+                     f"packed_formats{suffix}": {"x": shape(PACKED_IN)}, f"odd{suffix}": {"x": shape(Q4_IN)}})
+    mod, _ = Linears().export_tvm(spec=spec)
     return mod
 
 
@@ -102,21 +118,28 @@ def test_linear_kernels_match_numpy(target, libraries, report):
     w_q4 = unpack_q4(q_weight, q_scale, Q4_IN).astype("float64")
     w_f32 = rng.standard_normal((F32_OUT, F32_IN)).astype("float32")
     packed, w_packed = packed_weights(rng)
+    odd_fmt = FORMATS["q4f32_2"]
+    odd_packed = quantize(rng.standard_normal((ODD_OUT, Q4_IN)).astype("float32"), odd_fmt)
+    w_odd = unpack(odd_packed, odd_fmt, Q4_IN).astype("float64")
+    params = [q_weight, q_scale, w_f32, *packed, *(odd_packed[s] for s in odd_fmt.param_shapes(ODD_OUT, Q4_IN))]
     worst = 0.0
     for n in TOKENS:
         x = rng.standard_normal((1, n, Q4_IN)).astype("float32")
         r = rng.standard_normal((1, n, Q4_OUT)).astype("float32")
         x2 = rng.standard_normal((1, n, F32_IN)).astype("float32")
         x3 = rng.standard_normal((1, n, PACKED_IN)).astype("float32")
-        params = [q_weight, q_scale, w_f32, *packed]
         cases = [("q4", [x, r, *params], [x.astype("float64") @ w_q4.T + r]),
                  ("f32", [x2, *params], [x2.astype("float64") @ w_f32.astype("float64").T]),
-                 ("packed_formats", [x3, *params], [x3.astype("float64") @ w.T for w in w_packed])]
+                 ("packed_formats", [x3, *params], [x3.astype("float64") @ w.T for w in w_packed]),
+                 ("odd", [x, *params], [x.astype("float64") @ w_odd.T])]
+        if n == 1:
+            cases += [(f"{func}_decode", inputs, expected) for func, inputs, expected in cases]
         for func, inputs, expected in cases:
             result = run(libraries[target], {"device": device, "func": func,
                                              "inputs": [smoke.tensor_arg(a) for a in inputs]})
             assert len(result["outputs"]) == len(expected), func
-            for name, out, want in zip(FORMATS if len(expected) > 1 else [func], result["outputs"], expected):
+            for name, out, want in zip([f"{func} {f}" for f in FORMATS] if len(expected) > 1 else [func],
+                                       result["outputs"], expected):
                 got = smoke.output_array(out)
                 assert got.shape == want.shape, (name, n)
                 np.testing.assert_allclose(got, want, rtol=0, atol=1e-3, err_msg=f"{name}, {n} tokens")

@@ -1,6 +1,7 @@
 """How kiln lowers a Relax model module for its two targets: TVM's stock pipelines with one step
 replaced. Where TVM's generic-GPU pipeline runs dlight's ApplyDefaultSchedule, kiln runs
-`ScheduleKernels`: kiln's own rules first (the int4 linear kernels), then dlight's rules in TVM's
+`ScheduleKernels`: kiln's own rules first (the int4 linear kernels: LinearRule here for GPU targets,
+LinearCPURule in schedules_cpu.py for CPU ones), then, on GPU targets, dlight's rules in TVM's
 order. The pass records which rule scheduled each PrimFunc in its `kiln.schedule` attribute, so
 that `rule_report` (and scripts/bench_runtime.py --kernels) can say who scheduled what.
 """
@@ -70,38 +71,6 @@ class LinearRule:
         return sch
 
 
-class LinearCPURule:
-    """kiln's linear kernels (`matmul_nt`) for CPU targets (WASM, native): a tile of `tokens` x
-    `lanes` outputs in registers, the `lanes` output rows as one SIMD vector (WebAssembly's simd128
-    holds 4 floats). Each packed weight word of those rows is loaded once per tile and its values
-    taken with one uniform shift for all lanes, so one decoded weight vector serves every token of
-    the tile. K runs group by group; the group's scale (and min) come from the `group_*` stages,
-    which the CPU computes whole before the product."""
-
-    def __init__(self, lanes: int = 4, tokens: int = 4):
-        self.lanes, self.tokens = lanes, tokens
-
-    def apply(self, func: tirx.PrimFunc, target, _tunable: bool):
-        found = _linear_loops(func)
-        if found is None:
-            return None
-        sch, mm, epilogues, group_stages, m, n, k, m_static, n_extent, k_extent = found
-        lanes = self.lanes if n_extent % self.lanes == 0 else 1
-        tokens = min(self.tokens, m_static) if m_static else self.tokens
-        word, outer, kg, kw, ki = _split_k(sch, k, group_stages, k_extent)
-        no, ni = sch.split(n, [None, lanes])
-        mo, mi = sch.split(m, [None, tokens])
-        sch.reorder(mo, no, *outer, kw, ki, mi, ni)
-        _accumulate_locally(sch, mm, epilogues, no)
-        if word > 1:
-            _words_once(sch, mm, kw, ki)
-        sch.unroll(mi)
-        if lanes > 1:
-            sch.vectorize(ni)
-        sch.decompose_reduction(mm, kg)
-        return sch
-
-
 def _linear_loops(func: tirx.PrimFunc):
     """For a kernel with kiln's `matmul_nt` block: (schedule, that block, its epilogue blocks, the
     `group_*` stages, its loops m (the leading ones fused), n, k, and their extents, m's None when
@@ -141,22 +110,24 @@ def _split_k(sch, k, group_stages: list, k_extent: int):
     return word, [], kw, kw, ki
 
 
-def _accumulate_locally(sch, mm, epilogues: list, loop) -> None:
-    """Sums in registers, written out (through the epilogues, if any) once per `loop` iteration."""
+def _accumulate_locally(sch, mm, epilogues: list, loop, scope: str = "local") -> None:
+    """Sums in registers (a `scope` buffer), written out (through the epilogues, if any) once per
+    `loop` iteration."""
     if epilogues:
         for e in epilogues:
             sch.reverse_compute_at(e, loop)
-        sch.set_scope(mm, 0, "local")
+        sch.set_scope(mm, 0, scope)
     else:
-        out = sch.cache_write(mm, 0, "local")
+        out = sch.cache_write(mm, 0, scope)
         sch.reverse_compute_at(out, loop)
 
 
-def _words_once(sch, mm, kw, ki) -> None:
-    """Load each packed weight word once (at the word loop), then take its values in registers."""
+def _words_once(sch, mm, kw, ki, scope: str = "local") -> None:
+    """Load each packed weight word once (at the word loop, into a `scope` buffer), then take its
+    values in registers."""
     reads = [r.source.dtype for r in sch.get(mm).reads]
     if "uint32" in reads:
-        words = sch.cache_read(mm, reads.index("uint32"), "local")
+        words = sch.cache_read(mm, reads.index("uint32"), scope)
         sch.compute_at(words, kw)
     sch.unroll(ki)
 
@@ -189,6 +160,8 @@ def default_tiles(m_static: int | None, n: int, k: int) -> LinearTiles:
 def _kiln_rules(target) -> list[tuple[str, object]]:
     if "gpu" in target.keys:
         return [("kiln.Linear", LinearRule())]
+    from kiln.kernels.schedules_cpu import LinearCPURule
+
     return [("kiln.LinearCPU", LinearCPURule())]
 
 
