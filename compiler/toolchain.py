@@ -14,14 +14,16 @@ from kiln.errors import ToolchainError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SETUP_HINT = "run `scripts/setup.sh` to install the toolchain"
 
-# Our own versions of the headers the apache-tvm wheel lacks, laid out like a TVM source root.
+# Our own versions of the headers the apache-tvm wheel lacks, and kiln's own runtime unit, laid out
+# like a TVM source root.
 OVERLAY_DIR = REPO_ROOT / "runtime_web" / "wasm" / "overlay"
 WASM_RUNTIME_SCRIPT = REPO_ROOT / "scripts" / "build_wasm_runtime.py"
 TVMJS_SCRIPT = REPO_ROOT / "scripts" / "build_tvmjs.py"
 NPM_LOCKFILE = REPO_ROOT / "runtime_web" / "package-lock.json"
 
-# The three translation units of TVM's web runtime, each compiled to one wasm object file.
-RUNTIME_UNITS = ("wasm_runtime", "tvmjs_support", "webgpu_runtime")
+# The translation units of the web runtime, each compiled to one wasm object file: TVM's three, and
+# kiln's web/emcc/kiln_threads.c (in the overlay) built for a shared memory and a private one.
+RUNTIME_UNITS = ("wasm_runtime", "tvmjs_support", "webgpu_runtime", "kiln_threads", "kiln_serial")
 
 
 def tvm_version() -> str:
@@ -78,8 +80,10 @@ def tvmjs_dir() -> Path:
     return web_runtime_dir() / f"tvmjs-{key}"
 
 
-def runtime_objects() -> list[Path]:
-    objects = [web_runtime_dir() / f"{unit}.o" for unit in RUNTIME_UNITS]
+def runtime_objects(threads: bool = False) -> list[Path]:
+    """The runtime objects a library links: with kiln's thread pool (for a shared memory) or not."""
+    units = [u for u in RUNTIME_UNITS if u != ("kiln_serial" if threads else "kiln_threads")]
+    objects = [web_runtime_dir() / f"{unit}.o" for unit in units]
     missing = [o.name for o in objects if not o.is_file()]
     if missing:
         raise ToolchainError(

@@ -1,6 +1,6 @@
 // Builds kiln's web runtime with esbuild: src/index.ts -> dist/kiln.mjs and src/worker.ts ->
 // dist/kiln-worker.mjs, each one self-contained ES module with the tvmjs runtime inside (no
-// framework); the runtime's declarations, dist/kiln.d.mts over dist/types/ (tsc), so that a page
+// framework), and src/thread_worker.ts -> dist/kiln-thread.mjs (a WASM helper thread; no tvmjs); the runtime's declarations, dist/kiln.d.mts over dist/types/ (tsc), so that a page
 // that imports "./kiln.mjs" gets its types; and the demo chat app, demo/ -> dist/demo/. With
 // --tests, also bundles every test/*.test.ts into .build/test/ for `node --test`. (esbuild only
 // strips types; `npm run typecheck` checks them.)
@@ -35,12 +35,11 @@ const nodeShim = [
 
 const withTests = process.argv.includes("--tests");
 const tvmjs = tvmjsBundle();
-const entries = readdirSync(join(root, "src")).filter((f) => f === "index.ts" || f === "worker.ts");
-for (const entry of entries) {
+const entries = { "index.ts": "kiln.mjs", "worker.ts": "kiln-worker.mjs", "thread_worker.ts": "kiln-thread.mjs" };
+for (const [entry, out] of Object.entries(entries)) {
   await build({ ...common, entryPoints: [join(root, "src", entry)], platform: "neutral",
                 alias: { "kiln-tvmjs": tvmjs }, external: ["node:module", "perf_hooks", "ws", "webgpu"],
-                banner: { js: nodeShim },
-                outfile: join(root, "dist", entry === "index.ts" ? "kiln.mjs" : "kiln-worker.mjs") });
+                banner: { js: nodeShim }, outfile: join(root, "dist", out) });
 }
 // Declarations: tsc writes dist/types/*.d.ts from src/ (tsconfig.build.json; it fails the build on
 // a type error in src/). Their relative imports get the ".js" that Node-style module resolution

@@ -1,10 +1,17 @@
-"""Build TVM's C++ web runtime (three wasm object files plus emcc's JS glue) into the kiln cache.
+"""Build the web runtime (TVM's three C++ units and kiln's threads unit as wasm object files, plus
+emcc's JS glue) into the kiln cache.
 
 The apache-tvm wheel ships the runtime sources but not a TVM source tree: the sources live in the
 `tvm` and `tvm_ffi` packages, and nine headers are missing altogether (kiln's own versions are in
 runtime_web/wasm/overlay). This script assembles a source root from those pieces in a temporary
-folder, compiles `web/emcc/{wasm_runtime,tvmjs_support,webgpu_runtime}.cc` to wasm objects, links
-them once to get the JS glue tvmjs imports, and publishes everything to web_runtime_dir().
+folder, compiles `web/emcc/{wasm_runtime,tvmjs_support,webgpu_runtime}.cc` and the overlay's
+`web/emcc/kiln_threads.c` (twice: with threads and serial) to wasm objects, links them once to get the JS glue tvmjs imports, and
+publishes everything to web_runtime_dir().
+
+Every unit is compiled with WebAssembly atomics and bulk memory, so that a WASM model library can
+be linked with a shared memory (kernels/wasm_library.py); `thread_local`s then need a block per
+thread, which kiln_threads.c sets up. TVM's serial TVMBackendParallelLaunch/Barrier in
+wasm_runtime.cc are renamed out of the way by the preprocessor: kiln_threads.c defines them.
 
 Run as `python scripts/build_wasm_runtime.py [--force]`. Objects, not LLVM bitcode: TVM's LLVM
 writes bitcode newer than Debian emcc's wasm-ld can read, so model libraries are wasm objects and
@@ -40,7 +47,19 @@ WASI_JS = "tvmjs_runtime_wasi.js"
 OUTPUTS = tuple(f"{unit}.o" for unit in RUNTIME_UNITS) + (GLUE_JS, GLUE_WASM, WASI_JS)
 
 # The wheel's web/Makefile flags, with the include paths relative to an assembled source root.
-CFLAGS = ["-O3", "-std=c++17", "-Wno-ignored-attributes"]
+THREAD_FLAGS = ["-matomics", "-mbulk-memory"]
+CXXFLAGS = ["-O3", "-std=c++17", "-Wno-ignored-attributes", *THREAD_FLAGS]
+CFLAGS = ["-O3", "-std=c11", *THREAD_FLAGS]
+SOURCES = {
+    "wasm_runtime": ("web/emcc/wasm_runtime.cc", CXXFLAGS + [
+        "-DTVMBackendParallelLaunch=TVMBackendParallelLaunchSerial",
+        "-DTVMBackendParallelBarrier=TVMBackendParallelBarrierSerial"]),
+    "tvmjs_support": ("web/emcc/tvmjs_support.cc", CXXFLAGS),
+    "webgpu_runtime": ("web/emcc/webgpu_runtime.cc", CXXFLAGS),
+    "kiln_threads": ("web/emcc/kiln_threads.c", CFLAGS + ["-DKILN_THREADS=1"]),
+    "kiln_serial": ("web/emcc/kiln_threads.c", CFLAGS),
+}  # fmt: skip
+assert set(SOURCES) == set(RUNTIME_UNITS)
 LDFLAGS = [
     "-O3",
     "--no-entry",
@@ -112,8 +131,8 @@ def compile_units(emcc: str, root: Path, out_dir: Path) -> None:
             while pending and len(running) < jobs:
                 unit = pending.pop(0)
                 log = out_dir / f"{unit}.log"
-                source = root / "web/emcc" / f"{unit}.cc"
-                cmd = [emcc, *CFLAGS, *include_flags(root), "-c", str(source),
+                source, flags = SOURCES[unit]
+                cmd = [emcc, *flags, *include_flags(root), "-c", str(root / source),
                        "-o", str(out_dir / f"{unit}.o")]  # fmt: skip
                 with open(log, "wb") as log_file:
                     # Own process group: emcc is a wrapper around clang, and stopping a build
@@ -123,7 +142,7 @@ def compile_units(emcc: str, root: Path, out_dir: Path) -> None:
                         start_new_session=True,
                     )  # fmt: skip
                 running[unit] = (proc, time.monotonic(), log)
-                print(f"  compiling {unit}.cc", flush=True)
+                print(f"  compiling {source}", flush=True)
             time.sleep(0.2)
             for unit, (proc, start, log) in list(running.items()):
                 if proc.poll() is None:
@@ -131,7 +150,7 @@ def compile_units(emcc: str, root: Path, out_dir: Path) -> None:
                 del running[unit]
                 if proc.returncode != 0:
                     sys.stderr.write(log.read_text(errors="replace"))
-                    raise SystemExit(f"error: compiling {unit}.cc failed (exit {proc.returncode})")
+                    raise SystemExit(f"error: compiling {SOURCES[unit][0]} failed (exit {proc.returncode})")
                 print(f"  {unit}.o  {time.monotonic() - start:.0f}s", flush=True)
     finally:
         for proc, _, _ in running.values():  # on failure or Ctrl-C, stop the other compilers
@@ -146,7 +165,7 @@ def compile_units(emcc: str, root: Path, out_dir: Path) -> None:
 
 def link_glue(emcc: str, root: Path, out_dir: Path) -> None:
     """Link the objects once to get emcc's JS glue, then wrap it the way tvmjs imports it."""
-    objects = [f"{unit}.o" for unit in RUNTIME_UNITS]
+    objects = [f"{unit}.o" for unit in RUNTIME_UNITS if unit != "kiln_threads"]  # a private memory
     cmd = [emcc, *LDFLAGS, "--pre-js", str(root / "web/emcc/preload.js"), "-o", GLUE_JS, *objects]
     run_checked(cmd, out_dir, "linking the runtime", env=emcc_env())
     decorate = root / "web/emcc/decorate_as_wasi.py"

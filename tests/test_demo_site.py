@@ -181,7 +181,7 @@ def test_demo_site_chat_stop_offline_and_privacy(site):
             shards = json.loads((site / "models" / MODEL_ID / "tensor-cache.json").read_text())["records"]
             assert sorted(u.split("?")[0] for u in stored["kiln-shards"]) == sorted(bundle_url + r["dataPath"] for r in shards)
             app_cache = set(stored["kiln-site-v1"])
-            for path in ("", "index.html", "app.mjs", "app.css", "kiln.mjs", "kiln-worker.mjs", "models.json"):
+            for path in ("", "index.html", "app.mjs", "app.css", "kiln.mjs", "kiln-worker.mjs", "kiln-thread.mjs", "models.json"):
                 assert f"{origin}/{path}" in app_cache, path
             for name in ("kiln-config.json", "tensor-cache.json", "tokenizer.json", "tokenizer_config.json", "model_webgpu.wasm"):
                 assert bundle_url + name in app_cache, name

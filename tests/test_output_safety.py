@@ -170,7 +170,7 @@ def test_linking_with_tmpdir_on_another_filesystem(tmp_path, monkeypatch):
     scratch.mkdir(exist_ok=True)
     monkeypatch.setattr("tempfile.tempdir", str(scratch))
     monkeypatch.setattr(toolchain, "find_tool", lambda name: name)
-    monkeypatch.setattr(toolchain, "runtime_objects", lambda: [])
+    monkeypatch.setattr(toolchain, "runtime_objects", lambda threads=False: [])
     monkeypatch.setattr(toolchain, "emcc_env", lambda: {})
 
     def fake_emcc(cmd, **_kwargs):

@@ -44,7 +44,7 @@ def test_site_holds_runtime_app_and_bundles(bundle, tmp_path, capsys):
         assert model["demo"] is True and model["params"] == config["params"]["count"]
         for shard in json.loads((folder / "tensor-cache.json").read_text())["records"]:
             assert (folder / shard["dataPath"]).read_bytes() == (bundle / shard["dataPath"]).read_bytes()
-    for name in ("index.html", "kiln.mjs", "kiln-worker.mjs", "sw.js"):
+    for name in ("index.html", "kiln.mjs", "kiln-worker.mjs", "kiln-thread.mjs", "sw.js"):
         assert (site / name).is_file(), name
     # Relative URLs only: the folder must work under any path of any host.
     html = (site / "index.html").read_text()

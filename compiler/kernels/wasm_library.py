@@ -4,6 +4,11 @@ pure WASM CPU kernels (simd128).
 TVM's LLVM emits bitcode that Debian's wasm-ld 14 cannot read, so the compiled module is saved as
 wasm *object* files and linked with emcc against the runtime objects prebuilt by
 `scripts/build_wasm_runtime.py`.
+
+The WASM CPU library imports a *shared* memory and carries kiln's thread pool (kiln_threads.c), so
+that helper threads can run the same kernels on the same memory; emcc 3.1.6 refuses pthreads in a
+standalone library, so the linker is asked for the shared memory directly. Where a page cannot have
+a shared memory, the runtime loads the library with the import marked private (wasm_memory.ts).
 """
 
 from __future__ import annotations
@@ -21,8 +26,14 @@ from kiln.staging import move_file
 WASM_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
 TARGETS = {
     "webgpu": {"kind": "webgpu", "host": WASM_HOST},
-    "wasm": {**WASM_HOST, "mattr": ["+simd128"]},
+    "wasm": {**WASM_HOST, "mattr": ["+simd128", "+atomics", "+bulk-memory"]},
 }
+# Libraries whose kernels may run on several threads (see the module docstring).
+THREADED_TARGETS = ("wasm",)
+# emcc's libc and libc++ are built without atomics, and wasm-ld refuses such objects in a shared
+# memory unless told not to check. That is sound here: only the calling thread runs them (allocation,
+# I/O, the TVM runtime); helper threads run nothing but kernel tasks (kiln_threads.c).
+SHARED_MEMORY_FLAGS = ["-Wl,--shared-memory", "-Wl,--import-memory", "-Wl,--no-check-features"]
 
 # Link flags for a library that tvmjs instantiates through its WASI polyfill; the optimization
 # level comes from link_level().
@@ -63,17 +74,19 @@ def link_level() -> str:
     return level
 
 
-def link_wasm(output: str | os.PathLike, objects: list[str], options=None) -> None:
-    """emcc link of compiled model objects with the prebuilt TVM web runtime objects."""
+def link_wasm(output: str | os.PathLike, objects: list[str], options=None, threads: bool = False) -> None:
+    """emcc link of compiled model objects with the prebuilt TVM web runtime objects; `threads`
+    links kiln's thread pool and a shared memory."""
     emcc = toolchain.find_tool("emcc")
-    runtime = [str(p) for p in toolchain.runtime_objects()]
+    runtime = [str(p) for p in (toolchain.runtime_objects(threads=True) if threads else toolchain.runtime_objects())]
     preload = toolchain.tvm_package_dir() / "web" / "emcc" / "preload.js"
     # Emit the .wasm beside emcc's JS glue in a scratch dir, then keep only the .wasm. The scratch
     # dir sits beside the output (not in $TMPDIR, often another filesystem) so the move is a rename.
     output = Path(output)
     with tempfile.TemporaryDirectory(prefix=".kiln-link-", dir=output.parent) as scratch:
         glue = Path(scratch) / "library.js"
-        cmd = [emcc, link_level(), *LINK_FLAGS, "--pre-js", str(preload), "-o", str(glue), *runtime, *objects]
+        cmd = [emcc, link_level(), *LINK_FLAGS, *(SHARED_MEMORY_FLAGS if threads else []),
+               "--pre-js", str(preload), "-o", str(glue), *runtime, *objects]
         cmd += list(options or [])
         proc = subprocess.run(cmd, env=toolchain.emcc_env(), capture_output=True, text=True)
         if proc.returncode != 0:
@@ -82,6 +95,15 @@ def link_wasm(output: str | os.PathLike, objects: list[str], options=None) -> No
 
 
 link_wasm.object_format = "o"  # read by tvm's export_library: save modules as wasm objects
+
+
+def linker_for(target: str):
+    """export_library's `fcompile` for a library of `target`."""
+    def link(output, objects, options=None):
+        link_wasm(output, objects, options, threads=target in THREADED_TARGETS)
+
+    link.object_format = link_wasm.object_format
+    return link
 
 
 @contextlib.contextmanager
@@ -119,7 +141,7 @@ def build_wasm_library(mod, target: str, out: str | os.PathLike) -> Path:
     tvm_target = make_target(target)
     # Check the toolchain before spending seconds in relax.build.
     toolchain.find_tool("emcc")
-    toolchain.runtime_objects()
+    toolchain.runtime_objects(threads=target in THREADED_TARGETS)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # TVM's stock pipeline for the target, with kiln's kernel scheduling (compiler/kernels/schedules.py).
@@ -133,7 +155,7 @@ def build_wasm_library(mod, target: str, out: str | os.PathLike) -> Path:
             raise InternalCompilerError(describe_exception(err), target=target, stage=stage) from err
     partial = out.with_name(f".{out.name}.partial")
     try:
-        executable.export_library(str(partial), fcompile=link_wasm)
+        executable.export_library(str(partial), fcompile=linker_for(target))
         move_file(partial, out)
     finally:
         partial.unlink(missing_ok=True)

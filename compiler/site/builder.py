@@ -2,7 +2,7 @@
 that any static host can serve (relative URLs only).
 
     SITE/index.html, app.mjs, app.css, sw.js, ...   the demo app (runtime_web/dist/demo/)
-    SITE/kiln.mjs, SITE/kiln-worker.mjs             the runtime (runtime_web/dist/)
+    SITE/kiln.mjs, kiln-worker.mjs, kiln-thread.mjs the runtime (runtime_web/dist/)
     SITE/models.json                                what the app's model picker lists
     SITE/models/<id>/                               each bundle, as `kiln build` wrote it
     SITE/_headers                                   the security headers, for Netlify / Cloudflare Pages
@@ -27,7 +27,7 @@ from kiln.site import headers as site_headers
 from kiln.staging import check_output, staged_folder
 
 DIST = toolchain.REPO_ROOT / "runtime_web" / "dist"
-RUNTIME_FILES = ("kiln.mjs", "kiln-worker.mjs")
+RUNTIME_FILES = ("kiln.mjs", "kiln-worker.mjs", "kiln-thread.mjs")
 MODELS_FILE = "models.json"
 # Where the demo page takes the <meta> form of the site's security policy.
 META_MARKER = re.compile(r"<!-- kiln:security-meta.*?-->")

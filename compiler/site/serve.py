@@ -3,7 +3,7 @@ Several folders can be mounted under URL prefixes, e.g. {"/": site, "/tvmjs/": b
 
 `kiln serve` and `kiln demo` turn on `site_headers` (the CSP and friends of headers.py); the
 tests' harness pages, served by the same class, get only the cross-origin isolation headers (so
-that they can use threads). Either way: no directory listings,
+that they can use threads), or none (`isolated=False`). Either way: no directory listings,
 a malformed request path is a 400 (never a traceback), idle connections are closed after
 `idle_timeout_s`, and the listen backlog takes a page's burst of parallel shard fetches."""
 
@@ -116,14 +116,15 @@ class _Server(http.server.ThreadingHTTPServer):
 
 class StaticServer:
     """Serve `mounts` on host:port (port 0 picks a free one); as a context manager, from a
-    background thread, else through serve_forever(). Every response is cross-origin isolated;
-    `site_headers` adds the rest of the site's security headers (headers.HTTP_HEADERS)."""
+    background thread, else through serve_forever(). `site_headers` sends the site's security
+    headers (headers.HTTP_HEADERS); otherwise responses carry only the cross-origin isolation
+    headers, or none with `isolated=False`."""
 
     def __init__(self, mounts: dict[str, str | Path], port: int = 0, host: str = "127.0.0.1", *,
-                 site_headers: bool = False, idle_timeout_s: float = IDLE_TIMEOUT_S):
+                 site_headers: bool = False, isolated: bool = True, idle_timeout_s: float = IDLE_TIMEOUT_S):
         normalized = {p if p.endswith("/") else p + "/": Path(d) for p, d in mounts.items()}
-        handler = partial(_Handler, mounts=normalized, headers=HTTP_HEADERS if site_headers else ISOLATION_HEADERS,
-                          idle_timeout_s=idle_timeout_s)
+        headers = HTTP_HEADERS if site_headers else ISOLATION_HEADERS if isolated else {}
+        handler = partial(_Handler, mounts=normalized, headers=headers, idle_timeout_s=idle_timeout_s)
         self.httpd = _Server((host, port), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

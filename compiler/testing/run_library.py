@@ -58,16 +58,16 @@ def launch_chromium(playwright):
 
 
 def call_in_chromium(mounts: dict[str, Path], page_path: str, ready: str, script: str, arg,
-                     timeout_s: float = 300):
-    """Serve `mounts` on 127.0.0.1, open `page_path` in headless Chromium (WebGPU on), wait for the
-    JS expression `ready`, then return `await (script)(arg)`. A JS exception becomes a RunError
-    carrying the page's last console lines."""
+                     timeout_s: float = 300, isolated: bool = True):
+    """Serve `mounts` on 127.0.0.1 (cross-origin isolated unless `isolated` is False), open
+    `page_path` in headless Chromium (WebGPU on), wait for the JS expression `ready`, then return
+    `await (script)(arg)`. A JS exception becomes a RunError carrying the page's last console lines."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         raise toolchain.ToolchainError(f"the Python package playwright is missing; {toolchain.SETUP_HINT}.")
 
-    with StaticServer(mounts) as server, sync_playwright() as pw:
+    with StaticServer(mounts, isolated=isolated) as server, sync_playwright() as pw:
         browser = launch_chromium(pw)
         try:
             page = browser.new_page()

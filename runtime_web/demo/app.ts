@@ -97,8 +97,10 @@ function updateControls(): void {
   ui.cancelLoad.hidden = loading === null;
   ui.backendBadge.hidden = !ready;
   if (host.current) {
-    ui.backendBadge.textContent = backendLabel(host.current.backend);
-    ui.backendBadge.title = `The model runs on ${backendLabel(host.current.backend)}`;
+    const { backend, engine } = host.current;
+    ui.backendBadge.textContent = backendLabel(backend, engine.threads);
+    ui.backendBadge.title = `The model runs on ${backendLabel(backend, engine.threads)}`
+      + (engine.threadsReason ? ` (1 thread: ${engine.threadsReason})` : "");
   }
 }
 
@@ -169,7 +171,7 @@ async function loadModel(): Promise<void> {
       `${formatDuration((performance.now() - started) / 1000)}`;
     settings = { ...settings, modelId: model.id, backend };
     saveSettings(settings);
-    ui.modelStatus.textContent = `Ready: ${model.name} on ${backendLabel(loaded.backend)}${model.demo ? " (pipeline demo, random weights)" : ""}.`;
+    ui.modelStatus.textContent = `Ready: ${model.name} on ${backendLabel(loaded.backend, loaded.engine.threads)}${model.demo ? " (pipeline demo, random weights)" : ""}.`;
     ui.prompt.focus();
   } catch (err) {
     ui.progressArea.hidden = true;

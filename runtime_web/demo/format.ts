@@ -61,8 +61,9 @@ export function describeModel(model: SiteModel): string {
           `${model.context_window}-token context`, ...(model.license ? [`license ${model.license}`] : [])].join(" · ");
 }
 
-export function backendLabel(backend: string): string {
-  return backend === "webgpu" ? "WebGPU" : backend === "wasm" ? "WASM" : backend;
+export function backendLabel(backend: string, threads = 1): string {
+  const name = backend === "webgpu" ? "WebGPU" : backend === "wasm" ? "WASM" : backend;
+  return threads > 1 ? `${name}, ${threads} threads` : name;
 }
 
 export function formatRate(tokensPerSecond: number | null | undefined): string {

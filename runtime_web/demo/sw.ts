@@ -26,7 +26,7 @@ interface ServiceWorkerScope {
 const sw = globalThis as unknown as ServiceWorkerScope;
 
 const CACHE = "kiln-site-v1";
-const SHELL = ["./", "index.html", "app.css", "app.mjs", "kiln.mjs", "kiln-worker.mjs", "models.json"];
+const SHELL = ["./", "index.html", "app.css", "app.mjs", "kiln.mjs", "kiln-worker.mjs", "kiln-thread.mjs", "models.json"];
 
 sw.addEventListener("install", (event) => {
   event.waitUntil((async () => {

@@ -64,11 +64,13 @@ export interface CompletionUsage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
-  /** kiln's: prompt tokens run through prefill (the rest reused the KV cache), and speeds. */
+  /** kiln's: prompt tokens run through prefill (the rest reused the KV cache), speeds, and the
+   * threads the kernels ran on. */
   extra: {
     prefill_tokens: number;
     prefill_tokens_per_s: number | null;
     decode_tokens_per_s: number | null;
+    threads: number;
   };
 }
 
@@ -137,6 +139,11 @@ export interface KilnEngine {
   readonly chat: { completions: ChatCompletions };
   readonly completions: Completions;
   readonly backend: Backend;
+  /** Threads the kernels run on: 1 on WebGPU, and on WASM where the page is not cross-origin
+   * isolated (see threadsReason). */
+  readonly threads: number;
+  /** Why `threads` is less than the engine was asked for; null when it is not. */
+  readonly threadsReason: string | null;
   /** Drop the conversation (the KV cache); the next request starts from an empty cache. */
   resetChat(): void | Promise<void>;
   /** Free the model; later requests fail with EngineError "not_loaded". */

@@ -18,6 +18,7 @@ import { StopStringMatcher } from "./stop_strings";
 import { Tokenizer } from "./tokenizer";
 import type { TvmjsModule } from "./tvmjs_types";
 import * as bundledTvmjs from "kiln-tvmjs";
+import { defaultThreads, MAX_THREADS } from "./wasm_threads";
 
 export interface EngineOptions {
   backend?: "auto" | Backend;
@@ -37,6 +38,13 @@ export interface EngineOptions {
   allowSpecialTokensInContent?: boolean;
   /** A tvmjs runtime module to use instead of the one built into kiln (for testing a tvmjs build). */
   tvmjs?: TvmjsModule;
+  /**
+   * Threads for the WASM backend's kernels (default: navigator.hardwareConcurrency, at most 8; 1
+   * where there is none, as in Node 20).
+   * More than one needs a cross-origin-isolated page (COOP/COEP headers); elsewhere the engine runs
+   * one thread and says why in `threadsReason`.
+   */
+  threads?: number;
 }
 
 /** A completion object, or the chunks of a streamed reply. */
@@ -149,6 +157,14 @@ export class Engine implements KilnEngine {
   /** kiln-config.json of the bundle. */
   readonly config: KilnConfig;
 
+  get threads(): number {
+    return this.model.threads;
+  }
+
+  get threadsReason(): string | null {
+    return this.model.threadsReason;
+  }
+
   resetChat(): void {
     this.model.reset();
     this.kv.tokens = [];
@@ -228,7 +244,7 @@ export class Engine implements KilnEngine {
                               created: Math.floor(Date.now() / 1000), model: config.architecture, kind };
     if (req.stream) return Promise.resolve(this.stream(genReq, meta));
     return this.serialize(async () => {
-      const stats = emptyStats();
+      const stats = emptyStats(this.model.threads);
       let text = "";
       const it = generate(this.model, this.tokenizer, this.kv, genReq, stats);
       let step = await it.next();
@@ -259,7 +275,7 @@ export class Engine implements KilnEngine {
         let returned = false;
         const push = (c: Chunk) => { if (!returned) chunks.push(c); wake?.(); };
         engine.serialize(async () => {
-          const stats = emptyStats();
+          const stats = emptyStats(this.model.threads);
           const it = generate(engine.model, engine.tokenizer, engine.kv, { ...genReq, signal: stop.signal }, stats);
           if (meta.kind === "chat") push(chunkObject(meta, { role: "assistant", content: "" }, null));
           let step = await it.next();
@@ -325,6 +341,10 @@ function pick(obj: RawRequest, keys: string[]): RawRequest {
 export async function createEngine(bundleUrl: string, options: EngineOptions = {}): Promise<Engine> {
   let gpuDevice: Destroyable | undefined;
   let model: KilnModel | undefined;
+  const threads = options.threads;
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= MAX_THREADS)) {
+    throw new LoadError("bad_option", `threads must be a whole number from 1 to ${MAX_THREADS}; got ${threads}`);
+  }
   try {
     const tvmjs: TvmjsModule = options.tvmjs ?? (bundledTvmjs as TvmjsModule);
     const bundle = await openBundle(bundleUrl, { cache: options.cache, onProgress: options.onProgress,
@@ -344,7 +364,7 @@ export async function createEngine(bundleUrl: string, options: EngineOptions = {
     model = await KilnModel.load({
       tvmjs, library, config: bundle.config,
       tensorCache: bundle.tensorCache, shardBytes: (i) => bundle.shardBytes(i), backend: picked.backend, gpuDevice: owned,
-      onShardUploaded: (i) => bundle.shardUploaded(i),
+      onShardUploaded: (i) => bundle.shardUploaded(i), threads: options.threads ?? defaultThreads(),
     });
     return new Engine(model, tokenizer, bundle, picked.backend,
                       { allowSpecialTokensInContent: options.allowSpecialTokensInContent });

@@ -11,7 +11,7 @@ export type LoadErrorCode =
   | "cache_unavailable"  // the requested cache mode does not exist here
   | "bad_bundle"         // a bundle file is missing a field, malformed, or not what it should be
   | "bad_url"            // the bundle URL cannot be resolved
-  | "bad_option"         // an invalid openBundle option
+  | "bad_option"         // an invalid openBundle or createEngine option
   | "timeout"            // a download received nothing for stallTimeoutMs
   | "aborted";           // the signal aborted
 

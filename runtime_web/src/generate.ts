@@ -17,6 +17,8 @@ export interface GenerationStats {
   completionTokens: number;
   prefillSeconds: number;
   decodeSeconds: number;
+  /** Threads the kernels ran on. */
+  threads: number;
 }
 
 export interface GenerationRequest {

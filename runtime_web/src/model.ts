@@ -4,6 +4,8 @@
 
 import type { Backend, ModelConfig, TensorCacheIndex } from "./bundle_types";
 import { describeRuntimeFailure, EngineError } from "./errors";
+import { instantiateLibrary } from "./library";
+import type { ThreadPool } from "./wasm_threads";
 import type { TvmDevice, TvmDisposable, TvmInstance, TvmjsModule, TvmTensor, TvmArray, TvmVirtualMachine } from "./tvmjs_types";
 
 export type { Backend, ModelConfig, TensorCacheIndex };
@@ -14,34 +16,7 @@ interface Destroyable {
   destroy?(): void;
 }
 
-interface NodeProcessLike {
-  listeners(event: string): unknown[];
-  removeListener(event: string, listener: unknown): void;
-}
-
 const PAGE_SIZE = 16;
-
-const PROCESS_EVENTS = ["uncaughtException", "unhandledRejection"] as const;
-
-/**
- * Runs `create` and removes the `process` listeners it added. tvmjs's emscripten glue, when it
- * runs in Node, installs an uncaughtException and an unhandledRejection listener per instance;
- * they rethrow everything (changing how the host process handles its own errors) and keep the
- * instance's WebAssembly memory reachable forever, so every load leaked its whole heap.
- */
-function withoutProcessListeners<T>(create: () => T): T {
-  const proc = (globalThis as { process?: Partial<NodeProcessLike> }).process;
-  if (typeof proc?.listeners !== "function" || typeof proc?.removeListener !== "function") return create();
-  const p = proc as NodeProcessLike;
-  const before = PROCESS_EVENTS.map((event) => new Set(p.listeners(event)));
-  try {
-    return create();
-  } finally {
-    PROCESS_EVENTS.forEach((event, i) => {
-      for (const listener of p.listeners(event)) if (!before[i].has(listener)) p.removeListener(event, listener);
-    });
-  }
-}
 
 export class KilnModel {
   /** Tokens in the KV cache, i.e. the length of the sequence so far. */
@@ -54,14 +29,20 @@ export class KilnModel {
   private vm: TvmVirtualMachine | null;
   private params: TvmDisposable | null;
   private gpuDevice: Destroyable | null;
+  private pool: ThreadPool | null;
+  /** Threads the kernels run on (1 on WebGPU); fixed at load. */
+  readonly threads: number;
 
   private constructor(tvm: TvmInstance, device: TvmDevice, vm: TvmVirtualMachine, params: TvmDisposable, gpuDevice: Destroyable | null,
+                      pool: ThreadPool | null, readonly threadsReason: string | null,
                       readonly config: ModelConfig, readonly backend: Backend) {
     this.tvm = tvm;
     this.device = device;
     this.vm = vm;
     this.params = params;
     this.gpuDevice = gpuDevice;
+    this.pool = pool;
+    this.threads = pool?.threads ?? 1;
   }
 
   /**
@@ -70,6 +51,8 @@ export class KilnModel {
    * the model owns from then on (dispose() destroys it). A failure inside the runtime (a tvmjs exit or
    * abort, e.g. a KV cache too large for memory) is EngineError "model_init_failed"; errors of
    * `shardBytes` (LoadErrors) pass through unchanged. Either way nothing stays allocated.
+   * `threads` (WASM only) is how many threads the kernels may use; `threadsReason` of the model
+   * says why it got fewer.
    */
   static async load(opts: {
     tvmjs: TvmjsModule;
@@ -81,13 +64,16 @@ export class KilnModel {
     gpuDevice?: unknown;
     onShardUploaded?: (index: number) => void;
     log?: (msg: string) => void;
+    threads?: number;
   }): Promise<KilnModel> {
     const { tvmjs, backend } = opts;
     let tvm: TvmInstance | null = null;
+    let pool: ThreadPool | null = null;
     let stage = "instantiating the kernel library";
     try {
-      const wasi = withoutProcessListeners(() => tvmjs.createPolyfillWASI());
-      tvm = await tvmjs.instantiate(opts.library, wasi, opts.log ?? (() => {}));
+      const loaded = await instantiateLibrary(tvmjs, opts.library, backend === "wasm" ? opts.threads ?? 1 : 1,
+                                              opts.log ?? (() => {}));
+      ({ tvm, pool } = loaded);
       let device = tvm.cpu();
       if (backend === "webgpu") {
         stage = "initialising WebGPU";
@@ -118,11 +104,13 @@ export class KilnModel {
       stage = "collecting the weights";
       const params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(names));
       tvm.endScope();
-      const model = new KilnModel(tvm, device, vm, params, (opts.gpuDevice ?? null) as Destroyable | null, opts.config, backend);
+      const model = new KilnModel(tvm, device, vm, params, (opts.gpuDevice ?? null) as Destroyable | null, pool,
+                                  loaded.threadsReason, opts.config, backend);
       stage = `creating the KV cache for a context window of ${opts.config.context_window_size} tokens`;
       model.reset();
       return model;
     } catch (err) {
+      pool?.dispose();
       try {
         tvm?.dispose();
       } catch {
@@ -136,6 +124,11 @@ export class KilnModel {
       throw new EngineError("model_init_failed",
         `setting up the model on ${backend} failed while ${stage}: ${describeRuntimeFailure(err)}; ${hint}`, { cause: err });
     }
+  }
+
+  /** Kernel tasks run by helper threads so far (0 on one thread). */
+  helperTasks(): number {
+    return this.pool?.helperTasks() ?? 0;
   }
 
   /** The tvmjs instance, or EngineError "not_loaded" after dispose(). */
@@ -259,11 +252,12 @@ export class KilnModel {
    * WebAssembly memory), and destroys the GPU device. Safe to call twice.
    */
   dispose(): void {
-    const { tvm, kv, params, vm, gpuDevice } = this;
+    const { tvm, kv, params, vm, gpuDevice, pool } = this;
     if (tvm === null) return;
-    this.tvm = this.device = this.vm = this.params = this.kv = this.gpuDevice = null;
+    this.tvm = this.device = this.vm = this.params = this.kv = this.gpuDevice = this.pool = null;
     this.length = 0;
     try {
+      pool?.dispose();
       kv?.dispose();
       params?.dispose();
       vm?.dispose();

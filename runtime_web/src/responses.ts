@@ -14,8 +14,8 @@ export interface ReplyMeta {
   kind: ApiKind;
 }
 
-export function emptyStats(): GenerationStats {
-  return { promptTokens: 0, prefillTokens: 0, completionTokens: 0, prefillSeconds: 0, decodeSeconds: 0 };
+export function emptyStats(threads: number): GenerationStats {
+  return { promptTokens: 0, prefillTokens: 0, completionTokens: 0, prefillSeconds: 0, decodeSeconds: 0, threads };
 }
 
 export function usageObject(s: GenerationStats): CompletionUsage {
@@ -27,6 +27,7 @@ export function usageObject(s: GenerationStats): CompletionUsage {
       prefill_tokens: s.prefillTokens,
       prefill_tokens_per_s: s.prefillSeconds > 0 ? s.prefillTokens / s.prefillSeconds : null,
       decode_tokens_per_s: s.decodeSeconds > 0 ? s.completionTokens / s.decodeSeconds : null,
+      threads: s.threads,
     },
   };
 }

@@ -68,13 +68,13 @@ async function load(id: number, msg: LoadMessage): Promise<LoadResult> {
   try {
     const e = await createEngine(msg.url, { backend: msg.backend, cache: msg.cache, signal: controller.signal,
       stallTimeoutMs: msg.stallTimeoutMs, allowSpecialTokensInContent: msg.allowSpecialTokensInContent,
-      onProgress: (progress) => post({ type: "progress", id, progress }) });
+      threads: msg.threads, onProgress: (progress) => post({ type: "progress", id, progress }) });
     if (unloading) { // the abort came too late to stop loading
       e.unload();
       throw new LoadError("aborted", "the engine was unloaded while it loaded");
     }
     engine = e;
-    return { backend: e.backend };
+    return { backend: e.backend, threads: e.threads, threadsReason: e.threadsReason };
   } finally {
     loading = false;
     controllers.delete(id);

@@ -27,6 +27,8 @@ export interface WorkerEngineOptions {
   stallTimeoutMs?: number;
   /** As in createEngine: special-token strings in messages become special tokens (default false). */
   allowSpecialTokensInContent?: boolean;
+  /** As in createEngine: threads for the WASM kernels (the worker's page must be cross-origin isolated). */
+  threads?: number;
 }
 
 /** Structural type of what createWorkerEngine needs of a Worker (a DOM Worker fits). */
@@ -196,7 +198,8 @@ export class WorkerEngine implements KilnEngine {
     create: ((req: CompletionRequest, opts?: RequestOptions) => this.create(req, "text", opts?.signal)) as Completions["create"],
   };
 
-  constructor(private readonly link: Link, readonly backend: Backend) {}
+  constructor(private readonly link: Link, readonly backend: Backend, readonly threads: number,
+              readonly threadsReason: string | null) {}
 
   /** Resolves once the worker has dropped the conversation; requests sent after it see the reset. */
   resetChat(): Promise<void> {
@@ -256,10 +259,11 @@ export async function createWorkerEngine(worker: WorkerLike, bundleUrl: string,
   try {
     const { done } = link.call({ type: "load", url: absoluteUrl(bundleUrl), backend: options.backend ?? "auto",
                                  cache: options.cache, stallTimeoutMs: options.stallTimeoutMs,
-                                 allowSpecialTokensInContent: options.allowSpecialTokensInContent },
+                                 allowSpecialTokensInContent: options.allowSpecialTokensInContent,
+                                 threads: options.threads },
                                options.signal, onReply);
-    const { backend } = (await done) as LoadResult;
-    return new WorkerEngine(link, backend);
+    const { backend, threads, threadsReason } = (await done) as LoadResult;
+    return new WorkerEngine(link, backend, threads, threadsReason);
   } catch (err) {
     link.detach();
     throw err;

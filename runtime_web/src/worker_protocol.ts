@@ -6,7 +6,7 @@
 //
 //   page -> worker
 //     {type: "load", id, url, backend, cache,   create the engine (url already absolute)
-//      stallTimeoutMs?, allowSpecialTokensInContent?}
+//      stallTimeoutMs?, allowSpecialTokensInContent?, threads?}
 //     {type: "request", id, api, request}       api "chat" | "text"; request is the OpenAI-shaped body
 //     {type: "abort", id}                       abort the load or request `id` (ignored once it ended)
 //     {type: "resetChat", id}
@@ -15,7 +15,7 @@
 //     {type: "progress", id, progress}          a LoadProgress event of load `id`
 //     {type: "stream", id}                      request `id` is a stream and was accepted; chunks follow
 //     {type: "chunk", id, chunk}                one chunk object, in order
-//     {type: "result", id, value}               the end: load -> {backend}; a non-streaming request ->
+//     {type: "result", id, value}               the end: load -> {backend, threads, threadsReason}; a non-streaming request ->
 //                                               the completion object; a stream, resetChat, unload -> null
 //     {type: "error", id, error}                the end, failed: {name, message, code?, url?, status?}
 //
@@ -44,6 +44,7 @@ export interface LoadMessage {
   cache?: CacheMode;
   stallTimeoutMs?: number;
   allowSpecialTokensInContent?: boolean;
+  threads?: number;
 }
 
 export interface RequestMessage {
@@ -98,6 +99,8 @@ export interface ChunkReply {
 /** The value of a load's result. */
 export interface LoadResult {
   backend: Backend;
+  threads: number;
+  threadsReason: string | null;
 }
 
 /** The value of a "result": see the table above. */

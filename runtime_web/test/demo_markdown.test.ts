@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { backendNeeds, describeProgress, formatMB, titleFrom } from "../demo/format";
+import { backendLabel, backendNeeds, describeProgress, formatMB, titleFrom } from "../demo/format";
 import { Inline, parseBlocks, parseInline } from "../demo/markdown";
 
 /** An inline tree as compact text: **x** -> <strong>x</strong>, `x` -> <code>x</code>, a break -> <br>. */
@@ -61,6 +61,9 @@ test("UI text: sizes, progress, backend needs, titles", () => {
                "Loading into the backend · 8.0 MB / 8.0 MB · 100 %");
   assert.equal(backendNeeds({ backends: ["webgpu", "wasm"], webgpu_features: [] }), "WebGPU or WASM");
   assert.equal(backendNeeds({ backends: ["webgpu", "wasm"], webgpu_features: ["shader-f16"] }), "WebGPU with shader-f16 or WASM");
+  assert.equal(backendLabel("wasm", 2), "WASM, 2 threads");
+  assert.equal(backendLabel("wasm", 1), "WASM");
+  assert.equal(backendLabel("webgpu"), "WebGPU");
   assert.equal(backendNeeds({ backends: ["wasm"], webgpu_features: [] }), "WASM");
   assert.equal(titleFrom("  hello\nworld"), "hello");
   assert.equal(titleFrom("x".repeat(60)).length, 48);
