@@ -9,6 +9,7 @@ as the same invalid_request error; load progress reaches the page; a load-time s
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -82,6 +83,10 @@ def test_worker_engine_matches_in_page_engine(backend, bundle, report):
     page = dict(zip(steps, out["page"]["results"]))
     worker = dict(zip(steps, out["worker"]["results"]))
     assert out["page"]["backend"] == out["worker"]["backend"] == backend
+    # The default thread count (the machine's cores, at most 8) in both; inside the worker the
+    # helper threads are workers started by a worker.
+    expected = min(os.cpu_count() or 1, 8) if backend == "wasm" else 1
+    assert out["page"]["threads"] == out["worker"]["threads"] == expected
 
     # 1. Greedy stream: the same deltas in the same order, the same ending and token counts.
     page_stream, worker_stream = page["stream"]["chunks"], worker["stream"]["chunks"]

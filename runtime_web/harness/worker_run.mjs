@@ -11,6 +11,7 @@ window.kilnCompare = async (bundleUrl, backend, steps) => {
   const page = await createEngine(bundleUrl, { backend, cache: "none" });
   const pageResults = await runSteps(page, steps);
   const pageBackend = page.backend;
+  const pageThreads = page.threads;
   page.unload();
 
   const worker = newWorker();
@@ -26,6 +27,7 @@ window.kilnCompare = async (bundleUrl, backend, steps) => {
                                                                onProgress: (p) => progress.push(p) });
   const workerResults = await runSteps(engine, steps);
   const workerBackend = engine.backend;
+  const workerThreads = engine.threads;
   await engine.unload();
   // After unload the worker refuses requests, through the same error path.
   let afterUnload = null;
@@ -44,8 +46,8 @@ window.kilnCompare = async (bundleUrl, backend, steps) => {
     brokenWorker = errorFields(err);
   }
   broken.terminate();
-  return { page: { backend: pageBackend, results: pageResults },
-           worker: { backend: workerBackend, results: workerResults, progress, loadAbort, afterUnload,
+  return { page: { backend: pageBackend, threads: pageThreads, results: pageResults },
+           worker: { backend: workerBackend, threads: workerThreads, results: workerResults, progress, loadAbort, afterUnload,
                      brokenWorker } };
 };
 window.kilnReady = true;
