@@ -6,13 +6,14 @@ nothing.
     .venv/bin/python scripts/bench_runtime.py [--work DIR] [--backends webgpu,wasm]
                                               [--quantization q4f32_1] [--rebuild] [--kernels]
 
---peer compares kiln's WASM backend with wllama (llama.cpp in wasm) on the real SmolLM2-135M-Instruct
-GGUF instead, in the same headless Chromium: 128-token prompt, 64 greedy tokens, 3 fresh-browser runs
-per engine at 1 and 2 threads, medians, kiln/wllama ratios (scripts/bench_peer.py says how each
-number is measured):
+--peer compares kiln's WASM backend with wllama (llama.cpp in wasm; versions 3.13.0 and 3.8.1, each
+its own engine) on the real SmolLM2-135M-Instruct GGUF instead, in the same headless Chromium:
+128-token prompt, 64 greedy tokens, 3 fresh-browser runs per engine at 1 and 2 threads, medians,
+kiln/wllama ratios per version (scripts/bench_peer.py says how each number is measured):
 
     .venv/bin/python scripts/bench_runtime.py --peer [--threads 1,2] [--repeats 3]
-                                              [--quantization q4f32_1] [--json peer.json]
+                                              [--peers 3.13.0,3.8.1] [--quantization q4f32_1]
+                                              [--json peer.json]
 
 --kernels times the model's kernels one by one instead (each compiled into its own function and
 called on zero-filled inputs, decode shapes and prefill shapes of the benchmark's prompt), and
@@ -217,6 +218,8 @@ def main() -> int:
                         help="kiln WASM against wllama on the real SmolLM2-135M-Instruct GGUF (scripts/bench_peer.py)")
     parser.add_argument("--threads", default="1,2", help="--peer: thread counts to run each engine at")
     parser.add_argument("--repeats", type=int, default=3, help="--peer: fresh-browser runs per engine and thread count")
+    parser.add_argument("--peers", default="3.13.0,3.8.1",
+                        help="--peer: the wllama versions to run, each as its own engine (default: both)")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)

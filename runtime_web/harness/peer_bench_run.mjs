@@ -1,9 +1,10 @@
 // Page driver of scripts/bench_runtime.py --peer (scripts/bench_peer.py): loads one engine, kiln
-// (WASM backend) or wllama (llama.cpp in wasm, CPU only), and times one streamed raw-prompt request
-// the same way for both. The page's server maps /kiln/ to runtime_web/dist, /wllama/ to
-// node_modules/@wllama/wllama, /bundle/ to the kiln bundle and /models/ to the GGUF file's folder.
+// (WASM backend) or one version of wllama (llama.cpp in wasm, CPU only), and times one streamed
+// raw-prompt request the same way for every engine. The page's server maps /kiln/ to
+// runtime_web/dist, each wllama version's package folder under node_modules to its own prefix
+// (spec.wllamaBase, e.g. /wllama-3.13.0/ and /wllama-3.8.1/), /bundle/ to the kiln bundle and
+// /models/ to the GGUF file's folder.
 import { createEngine } from "/kiln/kiln.mjs";
-import { Wllama } from "/wllama/esm/index.js";
 
 const now = () => performance.now() / 1000;
 
@@ -94,11 +95,16 @@ async function runKiln(spec) {
 }
 
 async function runWllama(spec) {
+  // Versions 3.8.1 and 3.13.0 take the same calls: new Wllama({default: wasm URL}, config),
+  // loadModelFromUrl(url, LoadModelParams & {useCache}), createCompletion(OpenAI-style raw completion
+  // params, passed on to llama.cpp's server code as JSON, so llama-server's cache_prompt works too).
+  // The module is imported before the load clock starts, as kiln's is (a static import).
+  const { Wllama } = await import(`${spec.wllamaBase}esm/index.js`);
   const logs = [];
   const keep = (level) => (...args) => logs.push(`${level}: ${args.map((a) => typeof a === "string" ? a : JSON.stringify(a)).join(" ")}`);
   const logger = { debug: keep("debug"), log: keep("log"), warn: keep("warn"), error: keep("error") };
   const started = now();
-  const wllama = new Wllama({ default: "/wllama/esm/wasm/wllama.wasm" }, { logger });
+  const wllama = new Wllama({ default: `${spec.wllamaBase}esm/wasm/wllama.wasm` }, { logger });
   await wllama.loadModelFromUrl(spec.ggufUrl, {
     useCache: false, n_threads: spec.threads, n_gpu_layers: 0, n_ctx: spec.contextWindow,
   });
@@ -123,6 +129,7 @@ async function runWllama(spec) {
       loadSeconds,
       threadsUsed: wllama.getNumThreads(),
       threadsInfo: { multithread: wllama.isMultithread(), numThreads: wllama.getNumThreads(),
+                     libllama: typeof Wllama.getLibllamaVersion === "function" ? Wllama.getLibllamaVersion() : null,
                      logLines: logs.filter((l) => /multithread|pthread|n_threads|webgpu|CPU model buffer|KV buffer/i.test(l)).slice(0, 8) },
       promptTokens,
       newTokens,
@@ -141,12 +148,13 @@ async function runWllama(spec) {
 }
 
 /**
- * spec: { engine: "kiln" | "wllama", threads, prompt, warmupPrompt, warmup, newTokens, logitBias,
- * bundleUrl (kiln), ggufUrl and contextWindow (wllama) }.
+ * spec: { engine: "kiln" | "wllama", name (the engine's label, e.g. "wllama 3.8.1"), threads, prompt,
+ * warmupPrompt, warmup, newTokens, logitBias, bundleUrl (kiln), wllamaBase, ggufUrl and
+ * contextWindow (wllama) }.
  */
 window.peerBench = async (spec) => {
   const out = spec.engine === "kiln" ? await runKiln(spec) : await runWllama(spec);
-  return { engine: spec.engine, threadsAsked: spec.threads, crossOriginIsolated: globalThis.crossOriginIsolated === true,
+  return { engine: spec.name ?? spec.engine, threadsAsked: spec.threads, crossOriginIsolated: globalThis.crossOriginIsolated === true,
            hardwareConcurrency: navigator.hardwareConcurrency, ...out };
 };
 window.peerBenchReady = true;
