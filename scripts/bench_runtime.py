@@ -183,7 +183,8 @@ def profile_kernels(args) -> None:
         executable = relax.build(bench_mod, target=target, relax_pipeline=relax_pipeline(target))
         executable.export_library(str(library), fcompile=link_wasm)
         print(f"compiled {len(specs)} {backend} kernel functions in {time.monotonic() - started:.0f} s", flush=True)
-        mounts = {"/": HARNESS_DIR, "/tvmjs/": toolchain.tvmjs_bundle().parent, "/lib/": library.parent}
+        mounts = {"/": HARNESS_DIR, "/tvmjs/": toolchain.tvmjs_bundle().parent, "/lib/": library.parent,
+                  "/kiln/": toolchain.REPO_ROOT / "runtime_web" / "dist"}
         timed = call_in_chromium(mounts, "kernels.html", "window.kilnReady === true",
                                  "([url, backend, kernels, budget]) => window.kilnTimeKernels(url, backend, kernels, budget)",
                                  [f"/lib/{library.name}", backend, specs, 1.0], timeout_s=3600)

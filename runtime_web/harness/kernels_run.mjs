@@ -1,13 +1,14 @@
 // Page driver of `scripts/bench_runtime.py --kernels`: each kernel of the model is compiled into
 // its own Relax function (bench_<name>) that takes zero-filled inputs; this times calls of each,
 // synchronising with the device once per batch of calls, and keeps the best of three batches.
-// The page's server maps /tvmjs/ to the built tvmjs bundle.
+// The page's server maps /tvmjs/ to the built tvmjs bundle and /kiln/ to runtime_web/dist.
 import * as tvmjs from "/tvmjs/tvmjs.bundle.mjs";
+import { instantiateLibrary } from "/kiln/kiln.mjs";
 
 // kernels: [{ func, inputs: [{ shape, dtype }] }] -> [{ func, ms, calls }]
 window.kilnTimeKernels = async (libraryUrl, backend, kernels, budgetSeconds) => {
   const bytes = await (await fetch(libraryUrl)).arrayBuffer();
-  const tvm = await tvmjs.instantiate(bytes, tvmjs.createPolyfillWASI(), (msg) => console.log(msg));
+  const { tvm } = await instantiateLibrary(tvmjs, bytes, 1, (msg) => console.log(msg));
   let device = tvm.cpu();
   if (backend === "webgpu") {
     const gpu = await tvmjs.detectGPUDevice();

@@ -17,6 +17,10 @@ if (!bundlePath || !wasmPath) {
   process.exit(2);
 }
 const tvmjs = await import(pathToFileURL(bundlePath).href);
+// kiln's way of instantiating a library (its memory, shared for a WASM CPU library), on this tvmjs.
+const { instantiateLibrary } = await import(new URL("../dist/kiln.mjs", import.meta.url).href);
 const request = JSON.parse(readFileSync(0, "utf8"));
-const result = await runFunction(tvmjs, readFileSync(wasmPath), request, (msg) => console.error(msg));
+const log = (msg) => console.error(msg);
+const result = await runFunction(tvmjs, readFileSync(wasmPath), request, log,
+                                 async (bytes) => (await instantiateLibrary(tvmjs, bytes, 1, log)).tvm);
 process.stdout.write(JSON.stringify(result));

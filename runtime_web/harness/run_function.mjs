@@ -5,8 +5,11 @@
 //            inputs: [{ shape: [..], dtype: "float32", data: [..] }] }
 // result:  { outputs: [{ shape, dtype, data }], adapter: { vendor, architecture, description } | null }
 
-export async function runFunction(tvmjs, wasmBytes, request, log = () => {}) {
-  const tvm = await tvmjs.instantiate(wasmBytes, tvmjs.createPolyfillWASI(), log);
+// `instantiate(bytes)` gives the tvmjs instance; the default is tvmjs's own, which cannot load a
+// WASM CPU library (it imports a shared memory): pass kiln's instantiateLibrary for those.
+export async function runFunction(tvmjs, wasmBytes, request, log = () => {},
+                                  instantiate = (bytes) => tvmjs.instantiate(bytes, tvmjs.createPolyfillWASI(), log)) {
+  const tvm = await instantiate(wasmBytes);
   let adapter = null;
   let device = tvm.cpu();
   if (request.device === "webgpu") {

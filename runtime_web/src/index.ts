@@ -20,6 +20,8 @@ export type {
 export { openBundle, clearShardCache } from "./loader";
 export type { CacheMode, LoadProgress, LoadedBundle, OpenBundleOptions, ShardStore } from "./loader";
 export { KilnModel } from "./model";
+export { instantiateLibrary } from "./library";
+export type { LoadedLibrary } from "./library";
 export type {
   Backend, KilnConfig, ModelConfig, ShardRecord, SiteManifest, SiteModel, TensorCacheIndex, TensorRecord,
 } from "./bundle_types";
