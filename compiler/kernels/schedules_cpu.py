@@ -20,9 +20,13 @@ compiles from it, and timed with scripts/bench_runtime.py --kernels:
   without conditions, and the last tile. The sums then go straight into the output (or into the
   input of the epilogue, which runs after the loop nest): a tile buffer of a symbolic tile is sized
   min(n, 4), not a constant, which would mean a workspace call per tile inside the parallel loop.
+  (A constant 4 x 4 stack tile, by transform_layout t -> t % 4, measured slower: with no stores
+  between them LLVM emits all 32 x loads of a word first, and V8 spills them; the output's stores
+  keep each load next to its use. In a kernel of a relax.build the buffers may alias, for TVM, so
+  LLVM keeps those stores.)
   In the last tile each token is a condition of its own; with the tokens outside the values of a
   word, that condition covers a word's 8 products rather than each of them (a 1 to 3 token tail:
-  ~2.6x faster, as fast as a decode step per token).
+  ~2.6x faster, close to a decode step per token).
 - The `group_*` stages (float16 scale and min of the `_2` formats) are computed per group and tile
   of rows, as LinearRule does on the GPU; as whole arrays before the product, decoding every row's
   scale and min cost a decode step as much time as the product itself.
