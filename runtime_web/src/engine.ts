@@ -275,7 +275,7 @@ export class Engine implements KilnEngine {
         let returned = false;
         const push = (c: Chunk) => { if (!returned) chunks.push(c); wake?.(); };
         engine.serialize(async () => {
-          const stats = emptyStats(this.model.threads);
+          const stats = emptyStats(engine.model.threads);
           const it = generate(engine.model, engine.tokenizer, engine.kv, { ...genReq, signal: stop.signal }, stats);
           if (meta.kind === "chat") push(chunkObject(meta, { role: "assistant", content: "" }, null));
           let step = await it.next();
@@ -364,7 +364,7 @@ export async function createEngine(bundleUrl: string, options: EngineOptions = {
     model = await KilnModel.load({
       tvmjs, library, config: bundle.config,
       tensorCache: bundle.tensorCache, shardBytes: (i) => bundle.shardBytes(i), backend: picked.backend, gpuDevice: owned,
-      onShardUploaded: (i) => bundle.shardUploaded(i), threads: options.threads ?? defaultThreads(),
+      onShardUploaded: (i) => bundle.shardUploaded(i), threads: threads ?? defaultThreads(),
     });
     return new Engine(model, tokenizer, bundle, picked.backend,
                       { allowSpecialTokensInContent: options.allowSpecialTokensInContent });
