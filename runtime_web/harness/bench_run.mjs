@@ -1,7 +1,10 @@
-// Page driver of scripts/bench_runtime.py: times createEngine (fetch, verify, compile pipelines,
-// upload weights) and runs one measured request after an optional warm-up request. The page's
-// server maps /kiln/ to runtime_web/dist.
+// Page driver of scripts/bench_runtime.py: the engine benchmark (bench_engine.mjs) in Chromium, for
+// kiln and, on the same bundle, WebLLM. The page's server maps /kiln/ to runtime_web/dist and
+// /webllm/ to @mlc-ai/web-llm's lib folder.
 import { createEngine } from "/kiln/kiln.mjs";
+import { benchEngine, benchWebLLM, countGpuWork } from "./bench_engine.mjs";
+
+const counts = countGpuWork();
 
 async function adapterInfo() {
   const adapter = await navigator.gpu?.requestAdapter();
@@ -10,26 +13,11 @@ async function adapterInfo() {
   return { vendor: info.vendor, architecture: info.architecture, description: info.description };
 }
 
-window.kilnBench = async (bundleUrl, backend, warmup, request) => {
-  const started = performance.now();
-  const engine = await createEngine(bundleUrl, { backend, cache: "none" });
-  const loadSeconds = (performance.now() - started) / 1000;
-  try {
-    if (warmup) {
-      // First calls of each kernel may still compile or allocate; keep them out of the numbers.
-      await engine.chat.completions.create(warmup);
-      engine.resetChat();
-    }
-    const reply = await engine.chat.completions.create(request);
-    return {
-      backend: engine.backend,
-      adapter: engine.backend === "webgpu" ? await adapterInfo() : null,
-      loadSeconds,
-      usage: reply.usage,
-      finishReason: reply.choices[0].finish_reason,
-    };
-  } finally {
-    engine.unload();
-  }
+window.kilnBench = async (spec) => {
+  const out = spec.engine === "webllm"
+    ? await benchWebLLM(await import("/webllm/index.js"), { ...spec, counts })
+    : await benchEngine(createEngine, { ...spec, counts });
+  out.adapter = out.backend === "webgpu" ? await adapterInfo() : null;
+  return out;
 };
 window.kilnReady = true;
