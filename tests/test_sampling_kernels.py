@@ -1,5 +1,6 @@
-"""WebLLM's sampling functions (compiler/webllm/sampling_kernels.py) against NumPy references.
-Longer than 400 lines: the NumPy reference of each of the six functions sits beside its cases.
+"""The sampling functions (compiler/webllm/sampling_kernels.py: WebLLM's six and kiln's argmax)
+against NumPy references. Longer than 400 lines: the NumPy reference of each function sits beside
+its cases.
 
 The CPU kernels are built for native LLVM and run with the Relax VM (fast, exhaustive); the WebGPU
 kernels are built into a real library and run in headless Chromium on a WebGPU adapter (one
@@ -8,7 +9,8 @@ browser session for all of them); the WASM CPU library is run in Node once.
 The references restate the contract WebLLM 0.2.86 relies on (see the module docstring):
 temperature <= 1e-5 is greedy (one-hot at the first maximal logit), argsort is descending and
 stable, top-p keeps the sorted prefix up to the first cumulative probability >= top_p and samples
-the first position j with u < c_j / c_cut.
+the first position j with u < c_j / c_cut. kiln_argmax is the first maximal index, np.argmax's
+(and torch.argmax's) choice.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ import numpy as np
 import pytest
 
 from kiln.errors import UnsupportedError
-from kiln.webllm.sampling_kernels import FUNCTION_NAMES, add_sampling_functions, sampling_module
+from kiln.webllm.sampling_kernels import (
+    ARGMAX_FUNCTION,
+    FUNCTION_NAMES,
+    WEBLLM_FUNCTION_NAMES,
+    add_sampling_functions,
+    sampling_module,
+)
+from kiln.webllm.sampling_loops import THREADS
 
 LOWEST = np.finfo(np.float32).min
 
@@ -81,6 +90,27 @@ def logit_bias_ref(logits, pos2seq_id, token_ids, logit_bias):
     for i in range(len(token_ids)):
         out[pos2seq_id[i], token_ids[i]] += logit_bias[i]
     return out
+
+
+def argmax_ref(logits: np.ndarray) -> np.ndarray:
+    """logits [b, 1, V] -> the first index of each row's maximum, int32 [b]."""
+    return np.argmax(logits[:, 0, :], axis=1).astype(np.int32)  # np.argmax returns the first
+
+
+def argmax_logits(rng, vocab: int) -> np.ndarray:
+    """[6, 1, V] rows for kiln_argmax: random; rounded to a few values (the maximum repeats); all
+    equal (every index ties: 0); and maxima tied at chosen positions of the WebGPU kernel's threads
+    (thread = index % THREADS): the first tie in a later thread than the second (200 and 300), two
+    ties in one thread (44 and 300), and the maximum alone at the last index."""
+    tied = {"later_thread": (vocab - 1, 300, 200), "same_thread": (300, 44), "last": (vocab - 1,)}
+    assert 300 % THREADS == 44 and 200 % THREADS > 44
+    rows = [rng.standard_normal(vocab) * 4, np.round(rng.standard_normal(vocab) * 2),
+            np.full(vocab, -3.5)]
+    for positions in tied.values():
+        row = rng.standard_normal(vocab)
+        row[[p for p in positions if p < vocab]] = 10.0
+        rows.append(row)
+    return np.stack(rows).astype(np.float32)[:, None, :]
 
 
 def bitmask_ref(logits, seq_ids, bitmask):
@@ -198,6 +228,27 @@ def test_greedy_pipeline_is_argmax(vm):
         assert token.tolist() == [17]
 
 
+@pytest.mark.parametrize("vocab", [1, 7, 256, 1000, 49152, 128256])
+def test_kiln_argmax(vm, vocab):
+    logits = argmax_logits(np.random.default_rng(vocab), vocab)
+    got = vm[ARGMAX_FUNCTION](nd(logits)).numpy()
+    assert got.dtype == np.int32 and got.shape == (6,)
+    np.testing.assert_array_equal(got, argmax_ref(logits))
+    if vocab > 300:
+        assert got[2:].tolist() == [0, 200, 44, vocab - 1]
+
+
+def test_kiln_argmax_is_the_greedy_pipelines_token(vm):
+    """kiln_argmax picks what WebLLM's greedy pipeline (softmax at 1e-6, argsort, top-p) picks."""
+    logits = argmax_logits(np.random.default_rng(9), 3000)
+    probs = vm["softmax_with_temperature"](nd(logits), nd(np.full(6, 1e-6, np.float32))).numpy()
+    result = vm["argsort_probs"](nd(probs[:, 0, :]))
+    tokens = vm["sample_with_top_p"](result[0], result[1], nd(np.full(6, 0.5, np.float32)),
+                                     nd(np.arange(6, dtype=np.int32)),
+                                     nd(np.ones(6, np.float32))).numpy()
+    np.testing.assert_array_equal(vm[ARGMAX_FUNCTION](nd(logits)).numpy(), tokens)
+
+
 def test_apply_penalty_inplace(vm):
     rng = np.random.default_rng(5)
     logits = random_logits(rng, 2, 300)
@@ -249,6 +300,7 @@ def test_add_sampling_functions_keeps_model_and_rejects_clashes():
     mod = add_sampling_functions(model, "webgpu")
     names = {gv.name_hint for gv in mod.get_global_vars()}
     assert set(FUNCTION_NAMES) | {"decode"} <= names
+    assert set(FUNCTION_NAMES) == set(WEBLLM_FUNCTION_NAMES) | {"kiln_argmax"}
     assert {gv.name_hint for gv in model.get_global_vars()} == {"decode"}  # input untouched
     with pytest.raises(UnsupportedError):
         add_sampling_functions(mod, "webgpu")
@@ -329,6 +381,11 @@ def _requests(device: str):
     cases.append(("apply_bitmask_inplace", [logits, *args],
                   lambda out, l=logits, a=args: [np.testing.assert_array_equal(
                       o, bitmask_ref(l, *a)) for o in (out[0], out[-1])]))
+
+    for vocab in (7, 1000, 49152):  # 49152: SmolLM2
+        logits = argmax_logits(rng, vocab)
+        cases.append((ARGMAX_FUNCTION, [logits],
+                      lambda out, l=logits: np.testing.assert_array_equal(out[0], argmax_ref(l))))
 
     requests = [{"device": device, "func": name,
                  "inputs": [{"shape": list(a.shape), "dtype": str(a.dtype),
@@ -428,6 +485,7 @@ def test_wasm_kernels_in_node(sampling_libraries):
     from kiln.testing.run_library import run_in_node
 
     requests, checks = _requests("cpu")
-    for request, check in list(zip(requests, checks))[::3]:
+    cases = list(zip(requests, checks))
+    for request, check in cases[::3] + [c for c in cases if c[0]["func"] == ARGMAX_FUNCTION]:
         result = run_in_node(sampling_libraries["wasm"], request)
         check(_outputs(result))

@@ -10,8 +10,8 @@ SORT_BLOCK = 1024
 LOG_SORT_BLOCK = 10
 
 
-# WebGPU kernels of softmax, argsort and top-p sampling (workgroup reductions and a bitonic
-# sort, unlike their CPU loops). Every index is int32 (WGSL has no 64-bit integers); launches use
+# WebGPU kernels of softmax, argsort, top-p sampling and kiln's argmax (workgroup reductions and a
+# bitonic sort, unlike their CPU loops). Every index is int32 (WGSL has no 64-bit integers); launches use
 # blockIdx.x/y and threadIdx.x only.
 
 
@@ -19,6 +19,8 @@ def gpu_kernels() -> dict:
     from tvm.script import tirx as T
 
     TX = THREADS
+    LOG_TX = THREADS.bit_length() - 1
+    assert THREADS == 1 << LOG_TX, "the argmax's tree reduction halves THREADS down to 1"
     L = SORT_BLOCK
     LOG_L = LOG_SORT_BLOCK
     LOWEST = lowest_float32()
@@ -325,8 +327,59 @@ def gpu_kernels() -> dict:
                     if tx == 0:
                         out[s] = sorted_indices[row, chosen[0]]
 
+    @T.prim_func(private=True, s_tir=True)
+    def argmax(var_logits: T.handle, var_out: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        batch, vocab = T.int32(), T.int32()
+        logits = T.match_buffer(var_logits, (batch, 1, vocab), "float32")
+        out = T.match_buffer(var_out, (batch,), "int32")
+        # One workgroup per row. Thread tx scans positions tx, tx + TX, ... in ascending order, so
+        # a strict comparison keeps its first maximum; then a tree reduction halves the candidates
+        # LOG_TX times, the larger value or, on a tie, the smaller index winning. Index `vocab`
+        # marks a thread that saw no position (vocab < TX).
+        for row in T.thread_binding(batch, thread="blockIdx.x"):
+            for tx in T.thread_binding(TX, thread="threadIdx.x"):
+                with T.sblock("argmax"):
+                    T.reads()
+                    T.writes()
+                    part_max = T.sblock_alloc_buffer((TX,), "float32", scope="shared")
+                    part_arg = T.sblock_alloc_buffer((TX,), "int32", scope="shared")
+                    best = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    best_at = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    best[0] = LOWEST
+                    best_at[0] = vocab
+                    for k in T.serial(T.ceildiv(vocab, TX)):
+                        i: T.let[T.int32] = k * TX + tx
+                        if i < vocab:
+                            if logits[row, 0, i] > best[0] or best_at[0] == vocab:
+                                best[0] = logits[row, 0, i]
+                                best_at[0] = i
+                    part_max[tx] = best[0]
+                    part_arg[tx] = best_at[0]
+                    T.tvm_storage_sync("shared")
+                    for step in T.serial(LOG_TX):
+                        # Threads below `half` take in the candidate `half` places above theirs.
+                        # Each step reads, waits for the workgroup, then writes (the shape TVM's
+                        # barrier planner needs).
+                        half: T.let[T.int32] = T.shift_right(TX, step + 1)
+                        if tx < half:
+                            value: T.let[T.float32] = part_max[tx + half]
+                            at: T.let[T.int32] = part_arg[tx + half]
+                            if at < vocab and (value > best[0] or best_at[0] == vocab
+                                               or (value == best[0] and at < best_at[0])):
+                                best[0] = value
+                                best_at[0] = at
+                        T.tvm_storage_sync("shared")
+                        if tx < half:
+                            part_max[tx] = best[0]
+                            part_arg[tx] = best_at[0]
+                        T.tvm_storage_sync("shared")
+                    if tx == 0:
+                        out[row] = part_arg[0]
+
     return {
         "softmax_with_temperature": softmax_with_temperature,
         "argsort_probs": argsort_probs,
         "sample_with_top_p": sample_with_top_p,
+        "argmax": argmax,
     }

@@ -1,4 +1,5 @@
-"""The sampling functions WebLLM calls on a model library's Relax VM, added to a model IRModule.
+"""The sampling functions WebLLM calls on a model library's Relax VM, and kiln's own greedy argmax,
+added to a model IRModule.
 
 WebLLM 0.2.86 (`LLMChatPipeline`) looks these six functions up with `vm.getFunction` when it loads
 a model and calls them for every generated token, greedy decoding included. The contract below was
@@ -32,7 +33,14 @@ device, every shape is dynamic (WebLLM passes `logits.view([...])` of the model'
 The three `*_inplace` functions change `logits` in place (and also return it; WebLLM ignores the
 return value). WebLLM calls them with b = n = s = 1; the kernels take any sizes.
 
-`add_sampling_functions(mod, target)` adds them to a model's IRModule, already lowered to
+One more function is kiln's own, for greedy decoding without sorting the vocabulary (kiln's
+runtime calls it, runtime_web/src/device_sampler.ts; a bundle built before it existed lacks it):
+
+  kiln_argmax(logits f32[b, 1, V]) -> i32[b]
+      the first index of the largest logit of each row: torch.argmax's choice, which is what
+      `transformers` and kiln's CPU sampler pick greedily.
+
+`add_sampling_functions(mod, target)` adds all seven to a model's IRModule, already lowered to
 scheduled TIR for that target, so that they survive any Relax pipeline the model compiler runs:
 hand-written GPU kernels for WebGPU (grid dimensions x and y only, at most 256 threads per
 workgroup), plain loops for CPU targets (WASM, native LLVM for tests). The three element-wise
@@ -47,7 +55,7 @@ from kiln.webllm.sampling_gpu import gpu_kernels
 from kiln.webllm.sampling_loops import cpu_kernels, inplace_kernels
 
 # The public names WebLLM looks up, in the order the module documents them.
-FUNCTION_NAMES = (
+WEBLLM_FUNCTION_NAMES = (
     "softmax_with_temperature",
     "argsort_probs",
     "sample_with_top_p",
@@ -55,6 +63,9 @@ FUNCTION_NAMES = (
     "apply_penalty_inplace",
     "apply_bitmask_inplace",
 )
+# kiln's own greedy function (its name is also in runtime_web/src/device_sampler.ts).
+ARGMAX_FUNCTION = "kiln_argmax"
+FUNCTION_NAMES = (*WEBLLM_FUNCTION_NAMES, ARGMAX_FUNCTION)
 # Our TIR kernels are private functions with this name prefix.
 KERNEL_PREFIX = "kiln_sampling_"
 
@@ -64,7 +75,7 @@ _OPAQUE = 8
 
 def add_sampling_functions(mod, target="webgpu", *, vocab_size: int | None = None,
                            dtype: str = "float32"):
-    """Return a copy of `mod` with WebLLM's six sampling functions added for `target`.
+    """Return a copy of `mod` with the seven sampling functions added for `target`.
 
     `target` is "webgpu", "wasm", "llvm" or a `tvm.target.Target`; GPU kernel kinds get the
     workgroup kernels, everything else the CPU loops. `vocab_size=None` keeps the vocabulary
@@ -86,7 +97,7 @@ def add_sampling_functions(mod, target="webgpu", *, vocab_size: int | None = Non
 
 
 def sampling_module(target="webgpu", *, vocab_size: int | None = None, dtype: str = "float32"):
-    """An IRModule holding only the six sampling functions (and their kernels) for `target`."""
+    """An IRModule holding only the seven sampling functions (and their kernels) for `target`."""
     from tvm import relax, tirx
 
     if dtype != "float32":
@@ -157,6 +168,12 @@ def sampling_module(target="webgpu", *, vocab_size: int | None = None, dtype: st
     inplace("apply_bitmask_inplace", [
         logits2, tensor("seq_ids", (num_seqs,), "int32"),
         tensor("bitmask", (batch, (vocab + 31) // 32), "int32")])
+
+    logits3 = tensor("logits", (batch, 1, vocab))
+    with bb.function(ARGMAX_FUNCTION, [logits3]):
+        tokens = bb.emit(relax.call_tir(gvs["argmax"], [logits3],
+                                        out_ty=relax.TensorType((batch,), "int32")))
+        bb.emit_func_output(tokens)
     return bb.get()
 
 

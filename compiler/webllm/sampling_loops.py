@@ -1,6 +1,6 @@
 """Loop kernels of kiln's sampling functions (the contract is in sampling_kernels.py): the CPU
-kernels (WASM, native LLVM) of softmax, argsort and top-p sampling, and the three element-wise
-in-place kernels of both targets, which WebGPU runs split across workgroups."""
+kernels (WASM, native LLVM) of softmax, argsort, top-p sampling and argmax, and the three
+element-wise in-place kernels of both targets, which WebGPU runs split across workgroups."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ GREEDY_TEMPERATURE = 1e-5
 THREADS = 256
 
 
-# CPU kernels (WASM and native LLVM) of the same three functions, as plain loops. The argsort
-# calls the runtime's stable sort (`tvm.contrib.sort.argsort`, part of TVM's wasm runtime too).
+# CPU kernels (WASM and native LLVM) of the same three functions and of kiln's argmax, as plain
+# loops. The argsort calls the runtime's stable sort (`tvm.contrib.sort.argsort`, part of TVM's
+# wasm runtime too).
 
 
 def cpu_kernels() -> dict:
@@ -115,10 +116,31 @@ def cpu_kernels() -> dict:
                     chosen[0] = cut[0]
                 out[s] = sorted_indices[row, chosen[0]]
 
+    @T.prim_func(private=True, s_tir=True)
+    def argmax(var_logits: T.handle, var_out: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        batch, vocab = T.int32(), T.int32()
+        logits = T.match_buffer(var_logits, (batch, 1, vocab), "float32")
+        out = T.match_buffer(var_out, (batch,), "int32")
+        for row in T.serial(batch):
+            with T.sblock("argmax"):
+                T.reads()
+                T.writes()
+                best = T.sblock_alloc_buffer((1,), "float32")
+                best_at = T.sblock_alloc_buffer((1,), "int32")
+                best[0] = LOWEST
+                best_at[0] = vocab  # none yet: the first position is taken whatever its value
+                for i in T.serial(vocab):
+                    if logits[row, 0, i] > best[0] or best_at[0] == vocab:  # strict: first maximum
+                        best[0] = logits[row, 0, i]
+                        best_at[0] = i
+                out[row] = best_at[0]
+
     return {
         "softmax_with_temperature": softmax_with_temperature,
         "argsort_probs": argsort_probs,
         "sample_with_top_p": sample_with_top_p,
+        "argmax": argmax,
     }
 
 
