@@ -40,9 +40,13 @@ async function breakStep(engine, step) {
   const api = step.api === "text" ? engine.completions : engine.chat.completions;
   const model = engine.model; // absent on a worker engine
   let decodes = 0;
+  // A decode step is model.decode (CPU sampling) or model.decodeAndSample (sampling on the GPU).
+  const counted = ["decode", "decodeAndSample"];
   if (model) {
-    const decode = model.decode;
-    model.decode = function countedDecode(id) { decodes++; return decode.call(this, id); };
+    for (const name of counted) {
+      const step = model[name];
+      model[name] = function countedStep(...args) { decodes++; return step.apply(this, args); };
+    }
   }
   const chunks = [];
   try {
@@ -57,6 +61,6 @@ async function breakStep(engine, step) {
   } catch (err) {
     return { chunks, error: { name: err.name, code: err.code, message: err.message } };
   } finally {
-    if (model) delete model.decode;
+    if (model) for (const name of counted) delete model[name];
   }
 }

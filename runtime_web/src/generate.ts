@@ -1,6 +1,8 @@
 // One generation on a loaded model: reuse the KV cache's shared prefix, prefill the rest, then
 // decode token by token with the sampler, stop tokens, stop strings and max_tokens. It yields
-// text deltas as they become final; the API layer shapes them into OpenAI objects.
+// text deltas as they become final; the API layer shapes them into OpenAI objects. Tokens are
+// sampled on the device where the model can and the request allows (Sampler.deviceSamplable),
+// else by the CPU sampler from the logits.
 
 import { AbortError } from "./errors";
 import { KilnModel } from "./model";
@@ -15,7 +17,9 @@ export interface GenerationStats {
   /** Prompt tokens actually run through prefill (the rest came from the reused KV cache). */
   prefillTokens: number;
   completionTokens: number;
+  /** The prompt's forward passes and the pick of the first token. */
   prefillSeconds: number;
+  /** The rest: a decode step and a pick per further token. */
   decodeSeconds: number;
   /** Threads the kernels ran on. */
   threads: number;
@@ -75,20 +79,22 @@ export async function* generate(model: KilnModel, tokenizer: Tokenizer, kv: KvTo
   const shared = kv.reuse(model, ids);
   stats.promptTokens = ids.length;
   stats.prefillTokens = ids.length - shared;
+  const sampler = new Sampler(req.sampling, model.config.model_config.vocab_size);
+  const history = ids.slice();
+  const onDevice = model.samplesOnDevice && sampler.deviceSamplable;
   let started = now();
-  let logits = await model.prefill(ids.slice(shared));
+  let token = onDevice
+    ? await model.prefillAndSample(ids.slice(shared), sampler.deviceDraw())
+    : sampler.sample(await model.prefill(ids.slice(shared)), history, ids.length);
   kv.tokens = ids.slice();
   stats.prefillSeconds = now() - started;
 
-  const sampler = new Sampler(req.sampling, logits.length);
   const decoder = tokenizer.createStreamDecoder({ skipSpecialTokens: true });
   const stops = new StopStringMatcher(req.stop);
-  const history = ids.slice();
   started = now();
   try {
     for (let n = 0; n < req.maxTokens; n++) {
       check();
-      const token = sampler.sample(logits, history, ids.length);
       stats.completionTokens = n + 1;
       if (req.stopTokenIds.includes(token)) return "stop";
       history.push(token);
@@ -99,8 +105,11 @@ export async function* generate(model: KilnModel, tokenizer: Tokenizer, kv: KvTo
       if (model.length >= model.config.context_window_size && model.config.sliding_window_size <= 0) break;
       await nextTask();
       check();
-      logits = await model.decode(token);
-      kv.tokens.push(token);
+      const last = token;
+      token = onDevice
+        ? await model.decodeAndSample(last, sampler.deviceDraw())
+        : sampler.sample(await model.decode(last), history, ids.length);
+      kv.tokens.push(last);
     }
     const tail = stops.push(decoder.flush()).emit + stops.flush();
     if (tail) yield tail;

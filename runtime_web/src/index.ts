@@ -20,6 +20,7 @@ export type {
 export { openBundle, clearShardCache } from "./loader";
 export type { CacheMode, LoadProgress, LoadedBundle, OpenBundleOptions, ShardStore } from "./loader";
 export { KilnModel } from "./model";
+export type { Readback } from "./model";
 export { instantiateLibrary } from "./library";
 export type { LoadedLibrary } from "./library";
 export type {
@@ -27,7 +28,7 @@ export type {
 } from "./bundle_types";
 export type { TvmjsModule } from "./tvmjs_types";
 export { Sampler, validateSamplingParams } from "./sampler";
-export type { SamplingParams } from "./sampler";
+export type { DeviceDraw, SamplingParams } from "./sampler";
 export { StopStringMatcher } from "./stop_strings";
 export { Tokenizer } from "./tokenizer";
 export { renderChatTemplate } from "./chat_template";

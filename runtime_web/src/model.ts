@@ -1,10 +1,14 @@
 // A loaded kiln model on the tvmjs runtime: weights in the VM's tensor cache, one sequence in the
 // paged KV cache, and the three steps the engine needs (prefill a prompt, decode one token, reset).
-// The tvmjs module is passed in, so the same code serves Node and the browser.
+// A step returns the logits of its last token, or on WebGPU (samplesOnDevice) the token sampled
+// from them on the device. The tvmjs module is passed in, so the same code serves Node and the
+// browser.
 
 import type { Backend, ModelConfig, TensorCacheIndex } from "./bundle_types";
+import { hasDeviceSampling, sampleOnDevice } from "./device_sampler";
 import { describeRuntimeFailure, EngineError } from "./errors";
 import { instantiateLibrary } from "./library";
+import type { DeviceDraw } from "./sampler";
 import type { ThreadPool } from "./wasm_threads";
 import type { TvmDevice, TvmDisposable, TvmInstance, TvmjsModule, TvmTensor, TvmArray, TvmVirtualMachine } from "./tvmjs_types";
 
@@ -17,6 +21,16 @@ interface Destroyable {
 }
 
 const PAGE_SIZE = 16;
+
+/** What the steps have copied from the model's output to JavaScript so far. */
+export interface Readback {
+  /** Logits vectors (one float32 per vocabulary entry each), for the CPU sampler. */
+  logits: number;
+  /** Tokens sampled on the device (one int32 each). */
+  deviceTokens: number;
+  /** Bytes of both. */
+  bytes: number;
+}
 
 export class KilnModel {
   /** Tokens in the KV cache, i.e. the length of the sequence so far. */
@@ -32,6 +46,9 @@ export class KilnModel {
   private pool: ThreadPool | null;
   /** Threads the kernels run on (1 on WebGPU); fixed at load. */
   readonly threads: number;
+  /** Whether the library has the device sampling functions; looked up on first use. */
+  private deviceSampling: boolean | null = null;
+  private readonly copied: Readback = { logits: 0, deviceTokens: 0, bytes: 0 };
 
   private constructor(tvm: TvmInstance, device: TvmDevice, vm: TvmVirtualMachine, params: TvmDisposable, gpuDevice: Destroyable | null,
                       pool: ThreadPool | null, readonly threadsReason: string | null,
@@ -131,6 +148,30 @@ export class KilnModel {
     return this.pool?.helperTasks() ?? 0;
   }
 
+  /** What the steps have copied to JavaScript so far (a copy). */
+  readback(): Readback {
+    return { ...this.copied };
+  }
+
+  /**
+   * Whether prefillAndSample/decodeAndSample can run: on WebGPU, with a library that has the
+   * device sampling functions (one built before kiln_argmax lacks it). On WASM the logits are in
+   * host memory already, and the CPU sampler reads them there.
+   */
+  get samplesOnDevice(): boolean {
+    if (this.backend !== "webgpu") return false;
+    if (this.deviceSampling === null) {
+      const { tvm, vm } = this.live();
+      tvm.beginScope();
+      try {
+        this.deviceSampling = hasDeviceSampling(vm);
+      } finally {
+        tvm.endScope();
+      }
+    }
+    return this.deviceSampling;
+  }
+
   /** The tvmjs instance, or EngineError "not_loaded" after dispose(). */
   private live(): { tvm: TvmInstance; device: TvmDevice; vm: TvmVirtualMachine; params: TvmDisposable } {
     const { tvm, device, vm, params } = this;
@@ -199,47 +240,92 @@ export class KilnModel {
 
   /** Append `ids` to the sequence; returns the logits after the last one. */
   async prefill(ids: number[]): Promise<Float32Array> {
-    if (ids.length === 0) throw new Error("prefill needs at least one token");
-    if (this.length + ids.length > this.config.context_window_size && !this.window) {
-      throw new Error(
-        `the conversation needs ${this.length + ids.length} tokens but the context window holds ` +
-        `${this.config.context_window_size}; start a new chat or shorten the prompt`);
-    }
-    let logits: Float32Array | null = null;
-    for (let start = 0; start < ids.length;) {
-      const chunk = ids.slice(start, start + this.chunkLimit());
-      logits = await this.step(chunk);
-      start += chunk.length;
-    }
-    return logits as Float32Array;
+    return this.run(ids, (logits) => this.readLogits(logits));
   }
 
   async decode(id: number): Promise<Float32Array> {
     return this.prefill([id]);
   }
 
-  /** One forward pass: `decode` for a single token, `prefill` for more. */
-  private async step(ids: number[]): Promise<Float32Array> {
+  /**
+   * prefill(ids), but returns the next token, picked on the device as `draw` says (see
+   * device_sampler.ts): one token id is read back instead of the logits. Needs samplesOnDevice.
+   */
+  async prefillAndSample(ids: number[], draw: DeviceDraw): Promise<number> {
+    if (!this.samplesOnDevice) throw new Error(`this model cannot sample on the device (${this.backend} backend)`);
+    return this.run(ids, (logits) => this.readDeviceToken(logits, draw));
+  }
+
+  async decodeAndSample(id: number, draw: DeviceDraw): Promise<number> {
+    return this.prefillAndSample([id], draw);
+  }
+
+  /**
+   * Runs `ids` through the model in chunks of at most chunkLimit() tokens and returns what `read`
+   * makes of the last chunk's logits (a device tensor, valid during the call).
+   */
+  private async run<T>(ids: number[], read: (logits: TvmTensor) => Promise<T>): Promise<T> {
+    if (ids.length === 0) throw new Error("prefill needs at least one token");
+    if (this.length + ids.length > this.config.context_window_size && !this.window) {
+      throw new Error(
+        `the conversation needs ${this.length + ids.length} tokens but the context window holds ` +
+        `${this.config.context_window_size}; start a new chat or shorten the prompt`);
+    }
+    const { tvm, device } = this.live();
+    for (let start = 0; ;) {
+      const chunk = ids.slice(start, start + this.chunkLimit());
+      start += chunk.length;
+      const last = start === ids.length;
+      tvm.beginScope();
+      try {
+        const logits = this.forward(chunk);
+        // Only the last chunk's logits are read; the others' passes are waited for.
+        const result = last ? await read(logits) : await device.sync();
+        this.length += chunk.length;
+        if (last) return result as T;
+      } finally {
+        tvm.endScope();
+      }
+    }
+  }
+
+  /** One forward pass (`decode` for a single token, `prefill` for more): the logits of its last
+   *  token, float32 [1, 1, V] on the device, in the caller's scope. */
+  private forward(ids: number[]): TvmTensor {
     const { tvm, device, vm, params } = this.live();
     const hidden = this.config.model_config.hidden_size;
-    tvm.beginScope();
-    try {
-      const idsHost = tvm.empty([ids.length], "int32", tvm.cpu()).copyFrom(Int32Array.from(ids));
-      const idsDev = tvm.empty([ids.length], "int32", device).copyFrom(idsHost);
-      const embed = vm.getFunction("embed")(idsDev, params) as TvmTensor;
-      const input = embed.view([1, ids.length, hidden]);
-      tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward")(
-        this.kv, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
-      const out = vm.getFunction(ids.length === 1 ? "decode" : "prefill")(input, this.kv, params) as TvmArray;
-      tvm.getGlobalFunc("vm.builtin.kv_state_end_forward")(this.kv);
-      const logits = out.get(0);
-      const host = tvm.empty(logits.shape, logits.dtype, tvm.cpu()).copyFrom(logits);
-      await device.sync();
-      this.length += ids.length;
-      return Float32Array.from(host.toArray() as Float32Array);
-    } finally {
-      tvm.endScope();
-    }
+    const idsHost = tvm.empty([ids.length], "int32", tvm.cpu()).copyFrom(Int32Array.from(ids));
+    const idsDev = tvm.empty([ids.length], "int32", device).copyFrom(idsHost);
+    const embed = vm.getFunction("embed")(idsDev, params) as TvmTensor;
+    const input = embed.view([1, ids.length, hidden]);
+    tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward")(
+      this.kv, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
+    const out = vm.getFunction(ids.length === 1 ? "decode" : "prefill")(input, this.kv, params) as TvmArray;
+    tvm.getGlobalFunc("vm.builtin.kv_state_end_forward")(this.kv);
+    return out.get(0);
+  }
+
+  private async readLogits(logits: TvmTensor): Promise<Float32Array> {
+    const host = Float32Array.from(await this.copyToHost(logits) as Float32Array);
+    this.copied.logits++;
+    this.copied.bytes += host.byteLength;
+    return host;
+  }
+
+  private async readDeviceToken(logits: TvmTensor, draw: DeviceDraw): Promise<number> {
+    const { tvm, device, vm } = this.live();
+    const token = (await this.copyToHost(sampleOnDevice(tvm, device, vm, logits, draw)))[0];
+    this.copied.deviceTokens++;
+    this.copied.bytes += Int32Array.BYTES_PER_ELEMENT;
+    return token;
+  }
+
+  /** The values of `tensor`, once the device has run everything queued before the copy. */
+  private async copyToHost(tensor: TvmTensor): Promise<ArrayLike<number>> {
+    const { tvm, device } = this.live();
+    const host = tvm.empty(tensor.shape, tensor.dtype, tvm.cpu()).copyFrom(tensor);
+    await device.sync();
+    return host.toArray();
   }
 
   /** Whether dispose() has run. */

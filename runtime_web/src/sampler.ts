@@ -4,6 +4,9 @@
 // The engine copies the last position's logits (one float per vocabulary entry) from WebGPU or
 // WASM memory into a Float32Array and asks a Sampler for the next token. The caller's array is
 // never modified; the sampler works in its own Float64 buffer, allocated once per Sampler.
+// On WebGPU a request that needs only steps 4, 6 and 7 below (deviceSamplable) is sampled on the
+// device instead (device_sampler.ts), with the uniform number deviceDraw() takes from this
+// sampler's PRNG: the same number sample() would draw, used in the same order of tokens.
 //
 // Order of operations (each step sees the previous step's output):
 //   1. logit bias          logit[id] += logit_bias[id]   (OpenAI: additive, in [-100, 100]; -100
@@ -27,7 +30,11 @@
 //                          this pops a max-heap built over the vocabulary in O(V), so the cost is
 //                          O(V + m log V) for a nucleus of m tokens.
 //   7. draw                one uniform double in [0, 1) from the seeded PRNG below, scaled by the
-//                          kept tokens' total weight, then a cumulative scan.
+//                          kept tokens' total weight, then a cumulative scan of the kept tokens in
+//                          descending probability (ties: lower id first). That is the order of the
+//                          device's sample_with_top_p, so both pick the same token for the same
+//                          number. Without top-k and top-p the scan pops a max-heap over the
+//                          vocabulary until the running sum passes the number.
 //
 // NaN logits are treated as -Infinity; a +Infinity logit dominates (all +Infinity tokens share
 // the mass equally). If every logit is -Infinity/NaN, sample() throws: that is an engine bug.
@@ -211,6 +218,12 @@ export function randomSeed(): number {
 // ---------------------------------------------------------------------------------------------
 // Sampler
 
+/** One token's draw for a device sampler (Sampler.deviceDraw): the argmax, or a draw from
+ *  softmax(logits / temperature) cut to the top_p nucleus, at `uniform` in [0, 1). */
+export type DeviceDraw =
+  | { greedy: true }
+  | { greedy: false; temperature: number; topP: number; uniform: number };
+
 /** The final distribution a Sampler draws from: token ids by descending probability. */
 export interface Distribution {
   tokens: number[];
@@ -226,7 +239,7 @@ export class Sampler {
   private readonly rng: Prng;
   private readonly work: Float64Array; // processed logits
   private weights: Float64Array | null = null; // exp((l - max) / T), full-vocabulary paths
-  private order: Int32Array | null = null; // heap of token ids, nucleus without top-k
+  private order: Int32Array | null = null; // heap of token ids (popBest), without top-k
   private seenStamp: Uint32Array | null = null; // repetition penalty: "seen at call #stamp"
   private stamp = 0;
   private readonly biasIds: Int32Array;
@@ -247,6 +260,36 @@ export class Sampler {
     this.biasValues = Float64Array.from(entries, ([, v]) => v);
   }
 
+  /** top_k as it applies: 0 when disabled (0, -1, or at least the vocabulary). */
+  private get topK(): number {
+    const k = this.params.top_k;
+    return k > 0 && k < this.vocabSize ? k : 0;
+  }
+
+  /**
+   * Whether a device sampler can pick this request's tokens: it needs no logit bias, no penalty
+   * and no top-k (greedy ignores top-k). Then deviceDraw() gives what it needs per token.
+   */
+  get deviceSamplable(): boolean {
+    const p = this.params;
+    return this.biasIds.length === 0 && p.repetition_penalty === 1 && p.frequency_penalty === 0 &&
+      p.presence_penalty === 0 && (p.temperature === 0 || this.topK === 0);
+  }
+
+  /**
+   * The next token's draw for a device sampler, which then picks the token sample() would pick
+   * from the same logits (up to float rounding): it takes the PRNG's next number exactly when
+   * sample() would (every token but greedy ones). Only for a deviceSamplable request.
+   */
+  deviceDraw(): DeviceDraw {
+    if (!this.deviceSamplable) {
+      throw new Error("this request's logit_bias, penalties or top_k need the CPU sampler");
+    }
+    const p = this.params;
+    if (p.temperature === 0) return { greedy: true };
+    return { greedy: false, temperature: p.temperature, topP: p.top_p, uniform: this.rng.nextFloat() };
+  }
+
   /**
    * Picks the next token. `history` is the prompt tokens followed by the generated tokens; the
    * first `promptLength` of them are the prompt (default 0: all of history counts as generated).
@@ -258,11 +301,20 @@ export class Sampler {
     if (this.params.temperature === 0) return this.argmax();
     const c = this.candidates();
     const target = this.rng.nextFloat() * c.total;
+    if (c.ids === null) {
+      // The whole vocabulary, best first: pop until the running sum passes the target.
+      const V = this.vocabSize;
+      let first = V - this.popBest(c.weights, target, false);
+      const heap = this.order!;
+      // Only through rounding does the sum never pass the target: then the last positive weight.
+      while (first < V - 1 && !(c.weights[heap[first]] > 0)) first++;
+      return heap[first];
+    }
     let cum = 0;
     let last = -1;
     for (let i = 0; i < c.count; i++) {
-      const id = c.ids === null ? i : c.ids[i];
-      const w = c.ids === null ? c.weights[i] : c.weights[id];
+      const id = c.ids[i];
+      const w = c.weights[id];
       if (w <= 0) continue;
       cum += w;
       last = id;
@@ -376,7 +428,7 @@ export class Sampler {
     if (this.weights === null) this.weights = new Float64Array(V);
     const wts = this.weights;
 
-    const k = p.top_k > 0 && p.top_k < V ? p.top_k : 0;
+    const k = this.topK;
     if (k > 0) {
       // 5. top-k: a min-heap (worst candidate at the root) of the k best logits seen so far.
       const ids = topK(l, k);
@@ -399,29 +451,36 @@ export class Sampler {
     if (p.top_p >= 1) return { ids: null, count: V, weights: wts, total };
 
     // 6. top-p without top-k: pop a max-heap over the whole vocabulary until the nucleus is full.
+    const count = this.popBest(wts, p.top_p * total * (1 - 1e-12), true);
+    const heap = this.order!;
+    const ids = new Int32Array(count);
+    let cum = 0;
+    for (let i = 0; i < count; i++) cum += wts[(ids[i] = heap[V - 1 - i])];
+    return { ids, count, weights: wts, total: cum };
+  }
+
+  // Pops token ids off a max-heap over the whole vocabulary (larger weight first, then lower id)
+  // until their weights add up to `limit` (sum >= limit if `inclusive`, else sum > limit) or none
+  // are left. Returns how many it popped: they are this.order[V - count .. V), best last.
+  private popBest(weights: Float64Array, limit: number, inclusive: boolean): number {
+    const V = this.vocabSize;
     if (this.order === null) this.order = new Int32Array(V);
     const heap = this.order;
     for (let i = 0; i < V; i++) heap[i] = i;
-    // "a before b": larger weight, then lower id
-    const before = (a: number, b: number) => wts[a] > wts[b] || (wts[a] === wts[b] && a < b);
+    const before = (a: number, b: number) => weights[a] > weights[b] || (weights[a] === weights[b] && a < b);
     for (let i = (V >> 1) - 1; i >= 0; i--) siftDown(heap, i, V, before);
-    const need = p.top_p * total * (1 - 1e-12);
     let size = V;
-    let cum = 0;
-    // Popped ids go to the end of the array, so heap[V - count .. V) are the kept ones, best last.
+    let sum = 0;
     while (size > 0) {
       const top = heap[0];
       size--;
       heap[0] = heap[size];
       heap[size] = top;
       siftDown(heap, 0, size, before);
-      cum += wts[top];
-      if (cum >= need) break;
+      sum += weights[top];
+      if (inclusive ? sum >= limit : sum > limit) break;
     }
-    const count = V - size;
-    const ids = new Int32Array(count);
-    for (let i = 0; i < count; i++) ids[i] = heap[V - 1 - i];
-    return { ids, count, weights: wts, total: cum };
+    return V - size;
   }
 }
 

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  DEFAULT_SAMPLING_PARAMS, Prng, Sampler, SamplingParams, validateSamplingParams,
+  DEFAULT_SAMPLING_PARAMS, DeviceDraw, Prng, Sampler, SamplingParams, validateSamplingParams,
 } from "../src/sampler";
 
 const f32 = (xs: number[]) => Float32Array.from(xs);
@@ -320,6 +320,69 @@ test("Prng: pinned sequence, range and rough uniformity", () => {
   assert.throws(() => new Prng(1.5), /seed/);
 });
 const PINNED_42 = [1235409946, 4282023600, 4181149316];
+
+// ---------------------------------------------------------------------------------------------
+// the device path: what it may take, and the same tokens for the same seed
+
+test("deviceSamplable: temperature and top-p only; logit_bias, penalties and top-k need the CPU", () => {
+  const V = 100;
+  const device = (p: Partial<SamplingParams>) => new Sampler({ seed: 1, ...p }, V).deviceSamplable;
+  for (const p of [{}, { temperature: 0 }, { temperature: 0.5, top_p: 0.3 }, { top_k: 0 }, { top_k: -1 },
+                   { top_k: V }, { temperature: 0, top_k: 5 }]) {
+    assert.equal(device(p), true, JSON.stringify(p));
+  }
+  for (const p of [{ top_k: 5 }, { logit_bias: { 3: 0 } }, { temperature: 0, logit_bias: { 3: -100 } },
+                   { repetition_penalty: 1.1 }, { presence_penalty: 0.5 }, { frequency_penalty: -0.5 },
+                   { temperature: 0, repetition_penalty: 1.2 }]) {
+    assert.equal(device(p), false, JSON.stringify(p));
+    assert.throws(() => new Sampler({ seed: 1, ...p }, V).deviceDraw(), /need the CPU sampler/);
+  }
+});
+
+test("deviceDraw takes the PRNG's numbers exactly when sample() would", () => {
+  const greedy = new Sampler({ temperature: 0, seed: 4 }, 10);
+  assert.deepEqual([greedy.deviceDraw(), greedy.deviceDraw()], [{ greedy: true }, { greedy: true }]);
+  const draws = new Sampler({ temperature: 0.8, top_p: 0.95, seed: 4 }, 10);
+  const prng = new Prng(4);
+  for (let i = 0; i < 5; i++) {
+    assert.deepEqual(draws.deviceDraw(), { greedy: false, temperature: 0.8, topP: 0.95, uniform: prng.nextFloat() });
+  }
+});
+
+/**
+ * What the device picks for `draw` (compiler/webllm/sampling_kernels.py): the first maximum if
+ * greedy, else softmax(logits / temperature) -> stable descending argsort -> the nucleus up to the
+ * first cumulative probability c_k >= top_p -> the first position j with u < c_j / c_k. In float64.
+ */
+function deviceReference(logits: Float32Array, draw: DeviceDraw): number {
+  if (draw.greedy) return logits.indexOf(Math.max(...logits));
+  const probs = softmax(logits, draw.temperature);
+  const order = probs.map((_, i) => i).sort((a, b) => probs[b] - probs[a] || a - b);
+  const cum: number[] = [];
+  for (const id of order) cum.push((cum.at(-1) ?? 0) + probs[id]);
+  const reach = cum.findIndex((c) => c >= draw.topP);
+  const cut = reach < 0 ? order.length - 1 : reach;
+  const j = cum.findIndex((c, k) => k <= cut && draw.uniform < c / cum[cut]);
+  return order[j < 0 ? cut : j];
+}
+
+test("the CPU sampler picks the token the device picks from the same seed", () => {
+  const V = 1000;
+  for (const [temperature, top_p] of [[1, 1], [0.7, 0.9], [1.3, 0.5], [2, 1], [0, 1]]) {
+    for (const seed of [1, 2, 3]) {
+      const cpu = new Sampler({ temperature, top_p, seed }, V);
+      const device = new Sampler({ temperature, top_p, seed }, V);
+      const tokens = new Set<number>();
+      for (let step = 0; step < 40; step++) {
+        const logits = randomLogits(V, seed * 1000 + step, 1);
+        const token = cpu.sample(logits);
+        assert.equal(token, deviceReference(logits, device.deviceDraw()), `T ${temperature}, top_p ${top_p}, seed ${seed}, step ${step}`);
+        tokens.add(token);
+      }
+      if (temperature > 0) assert.ok(tokens.size > 10, "the draws spread over many tokens");
+    }
+  }
+});
 
 // ---------------------------------------------------------------------------------------------
 // validation and errors
