@@ -23,7 +23,12 @@ NPM_LOCKFILE = REPO_ROOT / "runtime_web" / "package-lock.json"
 
 # The translation units of the web runtime, each compiled to one wasm object file: TVM's three, and
 # kiln's web/emcc/kiln_threads.c (in the overlay) built for a shared memory and a private one.
-RUNTIME_UNITS = ("wasm_runtime", "tvmjs_support", "webgpu_runtime", "kiln_threads", "kiln_serial")
+RUNTIME_UNITS = ("wasm_runtime", "tvmjs_support", "webgpu_runtime", "kiln_threads")
+# Each unit is built twice (scripts/build_wasm_runtime.py): for a library on a shared memory, with
+# atomics and kiln's thread pool (`{unit}.o`), and for one on a private memory, without (`{unit}
+# .serial.o`). The serial set is not a nicety: in objects built with atomics, wasm-ld lays out the
+# `thread_local`s of a library linked without a shared memory over its read-only data.
+SERIAL_SUFFIX = ".serial.o"
 
 
 def tvm_version() -> str:
@@ -82,8 +87,7 @@ def tvmjs_dir() -> Path:
 
 def runtime_objects(threads: bool = False) -> list[Path]:
     """The runtime objects a library links: with kiln's thread pool (for a shared memory) or not."""
-    units = [u for u in RUNTIME_UNITS if u != ("kiln_serial" if threads else "kiln_threads")]
-    objects = [web_runtime_dir() / f"{unit}.o" for unit in units]
+    objects = [web_runtime_dir() / (f"{unit}.o" if threads else f"{unit}{SERIAL_SUFFIX}") for unit in RUNTIME_UNITS]
     missing = [o.name for o in objects if not o.is_file()]
     if missing:
         raise ToolchainError(

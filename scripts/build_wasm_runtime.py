@@ -5,13 +5,17 @@ The apache-tvm wheel ships the runtime sources but not a TVM source tree: the so
 `tvm` and `tvm_ffi` packages, and nine headers are missing altogether (kiln's own versions are in
 runtime_web/wasm/overlay). This script assembles a source root from those pieces in a temporary
 folder, compiles `web/emcc/{wasm_runtime,tvmjs_support,webgpu_runtime}.cc` and the overlay's
-`web/emcc/kiln_threads.c` (twice: with threads and serial) to wasm objects, links them once to get the JS glue tvmjs imports, and
+`web/emcc/kiln_threads.c` to wasm objects, links them once to get the JS glue tvmjs imports, and
 publishes everything to web_runtime_dir().
 
-Every unit is compiled with WebAssembly atomics and bulk memory, so that a WASM model library can
-be linked with a shared memory (kernels/wasm_library.py); `thread_local`s then need a block per
-thread, which kiln_threads.c sets up. TVM's serial TVMBackendParallelLaunch/Barrier in
-wasm_runtime.cc are renamed out of the way by the preprocessor: kiln_threads.c defines them.
+Every unit is compiled twice. `{unit}.o` has WebAssembly atomics and bulk memory, so that a WASM
+model library can be linked with a shared memory (kernels/wasm_library.py); its `thread_local`s
+then need a block per thread, which kiln_threads.c (built with KILN_THREADS) sets up.
+`{unit}.serial.o` has neither, for libraries on a private memory (WebGPU): linked without a shared
+memory, wasm-ld places the `thread_local`s of atomics objects over the library's read-only data
+(WebGPU's workspace pool, a `thread_local`, then read strings as pointers). TVM's serial
+TVMBackendParallelLaunch/Barrier in wasm_runtime.cc are renamed out of the way by the preprocessor
+in both: kiln_threads.c defines them (serially without KILN_THREADS).
 
 Run as `python scripts/build_wasm_runtime.py [--force]`. Objects, not LLVM bitcode: TVM's LLVM
 writes bitcode newer than Debian emcc's wasm-ld can read, so model libraries are wasm objects and
@@ -33,6 +37,7 @@ from pathlib import Path
 from kiln.toolchain import (
     OVERLAY_DIR,
     RUNTIME_UNITS,
+    SERIAL_SUFFIX,
     ToolchainError,
     emcc_env,
     find_tool,
@@ -44,22 +49,26 @@ from kiln.toolchain import (
 GLUE_JS = "tvmjs_runtime.js"
 GLUE_WASM = "tvmjs_runtime.wasm"
 WASI_JS = "tvmjs_runtime_wasi.js"
-OUTPUTS = tuple(f"{unit}.o" for unit in RUNTIME_UNITS) + (GLUE_JS, GLUE_WASM, WASI_JS)
+OUTPUTS = (tuple(f"{unit}.o" for unit in RUNTIME_UNITS) + tuple(f"{unit}{SERIAL_SUFFIX}" for unit in RUNTIME_UNITS)
+           + (GLUE_JS, GLUE_WASM, WASI_JS))
 
 # The wheel's web/Makefile flags, with the include paths relative to an assembled source root.
 THREAD_FLAGS = ["-matomics", "-mbulk-memory"]
-CXXFLAGS = ["-O3", "-std=c++17", "-Wno-ignored-attributes", *THREAD_FLAGS]
-CFLAGS = ["-O3", "-std=c11", *THREAD_FLAGS]
+CXXFLAGS = ["-O3", "-std=c++17", "-Wno-ignored-attributes"]
+CFLAGS = ["-O3", "-std=c11"]
 SOURCES = {
     "wasm_runtime": ("web/emcc/wasm_runtime.cc", CXXFLAGS + [
         "-DTVMBackendParallelLaunch=TVMBackendParallelLaunchSerial",
         "-DTVMBackendParallelBarrier=TVMBackendParallelBarrierSerial"]),
     "tvmjs_support": ("web/emcc/tvmjs_support.cc", CXXFLAGS),
     "webgpu_runtime": ("web/emcc/webgpu_runtime.cc", CXXFLAGS),
-    "kiln_threads": ("web/emcc/kiln_threads.c", CFLAGS + ["-DKILN_THREADS=1"]),
-    "kiln_serial": ("web/emcc/kiln_threads.c", CFLAGS),
+    "kiln_threads": ("web/emcc/kiln_threads.c", CFLAGS),
 }  # fmt: skip
 assert set(SOURCES) == set(RUNTIME_UNITS)
+# object file -> (unit, extra flags): the threaded and the serial build of every unit
+OBJECTS = {**{f"{unit}.o": (unit, THREAD_FLAGS + (["-DKILN_THREADS=1"] if unit == "kiln_threads" else []))
+              for unit in RUNTIME_UNITS},
+           **{f"{unit}{SERIAL_SUFFIX}": (unit, []) for unit in RUNTIME_UNITS}}
 LDFLAGS = [
     "-O3",
     "--no-entry",
@@ -121,19 +130,21 @@ def assemble_source_root(root: Path) -> None:
 
 
 def compile_units(emcc: str, root: Path, out_dir: Path) -> None:
-    """Compile every unit to a wasm object, as many at a time as there are CPUs."""
+    """Compile every object of OBJECTS, as many at a time as there are CPUs."""
     env = emcc_env()
-    jobs = max(1, min(len(RUNTIME_UNITS), os.cpu_count() or 1))
-    pending = list(RUNTIME_UNITS)  # wasm_runtime is first and by far the largest: start it early
+    jobs = max(1, min(len(OBJECTS), os.cpu_count() or 1))
+    # The two wasm_runtime builds first: by far the largest, start them early.
+    pending = sorted(OBJECTS, key=lambda obj: OBJECTS[obj][0] != "wasm_runtime")
     running: dict[str, tuple[subprocess.Popen, float, Path]] = {}
     try:
         while pending or running:
             while pending and len(running) < jobs:
-                unit = pending.pop(0)
-                log = out_dir / f"{unit}.log"
+                obj = pending.pop(0)
+                unit, extra = OBJECTS[obj]
+                log = out_dir / f"{obj}.log"
                 source, flags = SOURCES[unit]
-                cmd = [emcc, *flags, *include_flags(root), "-c", str(root / source),
-                       "-o", str(out_dir / f"{unit}.o")]  # fmt: skip
+                cmd = [emcc, *flags, *extra, *include_flags(root), "-c", str(root / source),
+                       "-o", str(out_dir / obj)]  # fmt: skip
                 with open(log, "wb") as log_file:
                     # Own process group: emcc is a wrapper around clang, and stopping a build
                     # must stop the clang too, not orphan it.
@@ -141,17 +152,18 @@ def compile_units(emcc: str, root: Path, out_dir: Path) -> None:
                         cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                         start_new_session=True,
                     )  # fmt: skip
-                running[unit] = (proc, time.monotonic(), log)
-                print(f"  compiling {source}", flush=True)
+                running[obj] = (proc, time.monotonic(), log)
+                print(f"  compiling {source} into {obj}", flush=True)
             time.sleep(0.2)
-            for unit, (proc, start, log) in list(running.items()):
+            for obj, (proc, start, log) in list(running.items()):
                 if proc.poll() is None:
                     continue
-                del running[unit]
+                del running[obj]
                 if proc.returncode != 0:
                     sys.stderr.write(log.read_text(errors="replace"))
-                    raise SystemExit(f"error: compiling {SOURCES[unit][0]} failed (exit {proc.returncode})")
-                print(f"  {unit}.o  {time.monotonic() - start:.0f}s", flush=True)
+                    raise SystemExit(f"error: compiling {SOURCES[OBJECTS[obj][0]][0]} into {obj} failed "
+                                     f"(exit {proc.returncode})")
+                print(f"  {obj}  {time.monotonic() - start:.0f}s", flush=True)
     finally:
         for proc, _, _ in running.values():  # on failure or Ctrl-C, stop the other compilers
             try:
@@ -159,13 +171,13 @@ def compile_units(emcc: str, root: Path, out_dir: Path) -> None:
             except ProcessLookupError:
                 pass
             proc.wait()
-    for unit in RUNTIME_UNITS:
-        (out_dir / f"{unit}.log").unlink()
+    for obj in OBJECTS:
+        (out_dir / f"{obj}.log").unlink()
 
 
 def link_glue(emcc: str, root: Path, out_dir: Path) -> None:
     """Link the objects once to get emcc's JS glue, then wrap it the way tvmjs imports it."""
-    objects = [f"{unit}.o" for unit in RUNTIME_UNITS if unit != "kiln_threads"]  # a private memory
+    objects = [f"{unit}{SERIAL_SUFFIX}" for unit in RUNTIME_UNITS]  # a private memory
     cmd = [emcc, *LDFLAGS, "--pre-js", str(root / "web/emcc/preload.js"), "-o", GLUE_JS, *objects]
     run_checked(cmd, out_dir, "linking the runtime", env=emcc_env())
     decorate = root / "web/emcc/decorate_as_wasi.py"
