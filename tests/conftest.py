@@ -34,7 +34,7 @@ FIRST = ["test_real_model.py", DEMO_GROUP, "test_published_shapes.py", "test_ggu
 # parametrized with the "webgpu" target or backend (WebGPU runs in Chromium; only
 # test_runtime_node_webgpu.py runs it in Node, through Dawn).
 BROWSER_FILES = {"test_runtime_browser.py", "test_demo_site.py", "test_webllm.py", "test_runtime_worker.py",
-                 "test_attention_merge.py", "test_device_sampling.py"}
+                 "test_attention_merge.py", "test_attention_decode.py", "test_device_sampling.py"}
 BROWSER_TESTS = {"test_header_policy_holds_the_worker_to_the_origin", "test_webgpu_kernels_in_chromium",
                  "test_wasm_and_webgpu_kernels_agree", "test_isolated_page_runs_two_threads_with_the_same_tokens",
                  "test_page_without_isolation_runs_one_thread_and_says_why"}

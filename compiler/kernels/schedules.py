@@ -2,8 +2,10 @@
 replaced. Where TVM's generic-GPU pipeline runs dlight's ApplyDefaultSchedule, kiln runs
 `ScheduleKernels`: kiln's own rules first (the int4 linear kernels: LinearRule here for GPU targets,
 LinearCPURule in schedules_cpu.py for CPU ones), then, on GPU targets, dlight's rules in TVM's
-order. The pass records which rule scheduled each PrimFunc in its `kiln.schedule` attribute, so
-that `rule_report` (and scripts/bench_runtime.py --kernels) can say who scheduled what.
+order. Before that, two of nn.llm's KV-cache kernels are replaced on GPU targets: the attention-state
+merge (race_free_merge_state) and decode attention (attention_decode.py, flash-decoding). The pass
+records which rule scheduled each PrimFunc in its `kiln.schedule` attribute, so that `rule_report`
+(and scripts/bench_runtime.py --kernels) can say who scheduled what.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 import tvm
 from tvm import relax, tirx
+
+from kiln.kernels.attention_decode import flash_decode_attention
 
 SCHEDULE_ATTR = "kiln.schedule"
 PRESCHEDULED = "prescheduled"  # written already scheduled (nn.llm's KV cache kernels, sampling)
@@ -301,6 +305,7 @@ def legalize_and_schedule(target) -> list:
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
         race_free_merge_state,
+        flash_decode_attention,
         schedule_kernels,
         inline_let_exprs,
     ]

@@ -91,3 +91,9 @@ def run_in_chromium(library: Path, request: dict, timeout_s: float = 120) -> dic
     return call_in_chromium(mounts, "index.html", "window.kilnReady === true",
                             "([url, request]) => window.kilnRun(url, request)",
                             [f"/lib/{library.name}", request], timeout_s)
+
+
+def run_many_in_chromium(library: Path, device: str, calls: list[dict], timeout_s: float = 120) -> list[dict]:
+    """Several calls ({func, inputs}) of one library on `device`, set up once (one page, one
+    instance, the WebGPU pipelines compiled once); per call, {outputs}."""
+    return run_in_chromium(library, {"device": device, "calls": calls}, timeout_s)["results"]

@@ -4,6 +4,8 @@
 // request: { device: "cpu" | "webgpu", func: "main",
 //            inputs: [{ shape: [..], dtype: "float32", data: [..] }] }
 // result:  { outputs: [{ shape, dtype, data }], adapter: { vendor, architecture, description } | null }
+// With request.calls = [{ func, inputs }, ...] instead of func and inputs, the library is set up
+// once (WebGPU pipelines compiled once) and the result is { results: [{ outputs }, ...], adapter }.
 
 // `instantiate(bytes)` gives the tvmjs instance; the default is tvmjs's own, which cannot load a
 // WASM CPU library (it imports a shared memory): pass kiln's instantiateLibrary for those.
@@ -31,19 +33,31 @@ export async function runFunction(tvmjs, wasmBytes, request, log = () => {},
     if (request.device === "webgpu") {
       await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
     }
-    const args = request.inputs.map((input) => {
-      const host = tvm.empty(input.shape, input.dtype, tvm.cpu()).copyFrom(input.data);
-      return tvm.empty(input.shape, input.dtype, device).copyFrom(host);
-    });
-    const result = vm.getFunction(request.func)(...args);
-    // A Relax function returns one tensor or a tuple of them (a TVM array).
-    const tensors = typeof result.size === "function"
-      ? Array.from({ length: result.size() }, (_, i) => result.get(i))
-      : [result];
-    const hosts = tensors.map((t) => tvm.empty(t.shape, t.dtype, tvm.cpu()).copyFrom(t));
-    await device.sync();
-    const outputs = hosts.map((h) => ({ shape: h.shape, dtype: h.dtype, data: Array.from(h.toArray()) }));
-    return { outputs, adapter };
+    const call = async ({ func, inputs }) => {
+      tvm.beginScope();
+      try {
+        const args = inputs.map((input) => {
+          const host = tvm.empty(input.shape, input.dtype, tvm.cpu()).copyFrom(input.data);
+          return tvm.empty(input.shape, input.dtype, device).copyFrom(host);
+        });
+        const result = vm.getFunction(func)(...args);
+        // A Relax function returns one tensor or a tuple of them (a TVM array).
+        const tensors = typeof result.size === "function"
+          ? Array.from({ length: result.size() }, (_, i) => result.get(i))
+          : [result];
+        const hosts = tensors.map((t) => tvm.empty(t.shape, t.dtype, tvm.cpu()).copyFrom(t));
+        await device.sync();
+        return { outputs: hosts.map((h) => ({ shape: h.shape, dtype: h.dtype, data: Array.from(h.toArray()) })) };
+      } finally {
+        tvm.endScope();
+      }
+    };
+    if (request.calls) {
+      const results = [];
+      for (const c of request.calls) results.push(await call(c));
+      return { results, adapter };
+    }
+    return { ...(await call(request)), adapter };
   } finally {
     tvm.endScope();
     tvm.dispose();

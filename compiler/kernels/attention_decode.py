@@ -1,0 +1,213 @@
+"""kiln's decode attention on the paged KV cache for GPU targets (flash-decoding).
+
+nn.llm's GPU decode kernel gives each KV head of each sequence one workgroup, which walks the whole
+context 15 tokens at a time with a cross-thread reduction (several barriers) per token: 3 workgroups
+for SmolLM2-135M on a GPU with a hundred cores, and a cost per token of context that dominated a
+decode step at a few hundred tokens. This kernel, with the same signature and semantics, runs in two
+launches:
+
+1. partial attention: one workgroup per (sequence, KV head, split). The splits cut the sequence's
+   pages into equal runs, so that a long context spreads over up to MAX_SPLITS workgroups per head.
+   A workgroup walks its run TILE tokens at a time: each thread scores one token against all the
+   query heads of the group (GQA: a K row is read once for the group), a barrier, then each thread
+   folds the tile into the online-softmax state of one (query head, 4 values of D); a barrier.
+   Two barriers per TILE tokens. It writes each split's normalized output and log2-sum-exp.
+2. merge: one workgroup per (sequence, query head) combines the splits' states.
+
+The partial states live in a workspace the runtime allocates per call (a pooled GPU buffer).
+Scores are in log2 units (q.k * sm_scale * log2(e)), like nn.llm's, so `lse` means the same.
+The cache's RoPE mode must be NORMAL (keys rotated when appended, as kiln's models create it):
+inline RoPE (rotary_mode 1) is refused by a host-side check.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tvm
+from tvm import tirx
+
+TILE = 64  # tokens per tile = threads per workgroup of the partial launch
+VEC = 4  # values of D per thread in the output fold
+MAX_SPLITS = 16
+MIN_PAGES_PER_SPLIT = 2
+NEG = -5e4  # below any real score: exp2(NEG - m) is 0
+EMPTY_LSE = -1e30  # a split without tokens
+
+
+def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, sliding_window: bool,
+                     symbol: str) -> tirx.PrimFunc:
+    from tvm.script import tirx as T
+
+    group = h_qo // h_kv
+    lanes = d // VEC  # threads per query head in the fold
+    items = group * lanes
+    per_thread = (items + TILE - 1) // TILE
+    q_loads = (group * d + TILE - 1) // TILE
+    log2e = math.log2(math.e)
+
+    def chunk_len(length_info, b, pages):
+        if not sliding_window:
+            return (pages - 1) * page_size + length_info[b]
+        # [last page's length, window offset, sink size] per sequence
+        return (pages - 1) * page_size + length_info[0, b] - length_info[1, b] + length_info[2, b]
+
+    def n_splits(nnz_pages):
+        # From a shape (the page table's size), so that the host knows the grid: for a batch of one
+        # sequence, one split per MIN_PAGES_PER_SPLIT pages, at most MAX_SPLITS.
+        return T.max(1, T.min(MAX_SPLITS, (nnz_pages + MIN_PAGES_PER_SPLIT - 1) // MIN_PAGES_PER_SPLIT))
+
+    def seq_offset(length_info, b, pos):
+        if not sliding_window:
+            return pos
+        return T.if_then_else(pos < length_info[2, b], pos, pos - length_info[2, b] + length_info[1, b])
+
+    @T.prim_func(s_tir=True)
+    def decode(q_handle: T.handle, pages_handle: T.handle, indptr_handle: T.handle, values_handle: T.handle,
+               length_info_handle: T.handle, k_rope_pos_offset_handle: T.handle, q_rope_position_handle: T.handle,
+               output_handle: T.handle, lse_handle: T.handle, rotary_mode: T.int32, rope_scale: T.float32,
+               rope_theta: T.float32, sm_scale: T.float32):
+        T.func_attr({"tirx.is_scheduled": True, "global_symbol": symbol})
+        B = T.int32()
+        nnz_pages = T.int32()
+        max_num_pages = T.int32()
+        pages_offset = T.int64()
+        indptr_offset = T.int32()
+        values_offset = T.int32()
+        k_rope_offset = T.int32()
+        q_rope_offset = T.int32()
+        length_offset = T.int32()
+        Q = T.match_buffer(q_handle, (B, h_qo, d), dtype)
+        pages = T.match_buffer(pages_handle, (max_num_pages, 2, h_kv, page_size, d), dtype, elem_offset=pages_offset)
+        indptr = T.match_buffer(indptr_handle, (B + 1,), "int32", elem_offset=indptr_offset)
+        values = T.match_buffer(values_handle, (nnz_pages,), "int32", elem_offset=values_offset)
+        k_rope_pos_offset = T.match_buffer(k_rope_pos_offset_handle, (B,), "int32", elem_offset=k_rope_offset)
+        q_rope_position = T.match_buffer(q_rope_position_handle, (B,), "int32", elem_offset=q_rope_offset)
+        output = T.match_buffer(output_handle, (B, h_qo, d), dtype)
+        lse = T.match_buffer(lse_handle, (B, h_qo), "float32")
+        if sliding_window:
+            length_info = T.match_buffer(length_info_handle, (3, B), "int32", elem_offset=length_offset)
+        else:
+            length_info = T.match_buffer(length_info_handle, (B,), "int32", elem_offset=length_offset)
+        assert rotary_mode == 0, "kiln's decode attention needs keys rotated when appended (RopeMode.NORMAL)"
+        part_out = T.alloc_buffer((B, h_qo, MAX_SPLITS, d), "float32")
+        part_lse = T.alloc_buffer((B, h_qo, MAX_SPLITS), "float32")
+
+        for bx in T.thread_binding(B * h_kv, thread="blockIdx.x"):
+            for by in T.thread_binding(n_splits(nnz_pages), thread="blockIdx.y"):
+                for tx in T.thread_binding(TILE, thread="threadIdx.x"):
+                    with T.sblock("partial"):
+                        T.reads()
+                        T.writes()
+                        q_s = T.sblock_alloc_buffer((group, d), "float32", scope="shared")
+                        score_s = T.sblock_alloc_buffer((group, TILE), "float32", scope="shared")
+                        page_s = T.sblock_alloc_buffer((TILE,), "int32", scope="shared")
+                        slot_s = T.sblock_alloc_buffer((TILE,), "int32", scope="shared")
+                        acc = T.sblock_alloc_buffer((per_thread, VEC), "float32", scope="local")
+                        run_max = T.sblock_alloc_buffer((per_thread,), "float32", scope="local")
+                        run_sum = T.sblock_alloc_buffer((per_thread,), "float32", scope="local")
+                        f = T.sblock_alloc_buffer((3,), "float32", scope="local")
+                        b: T.let[T.int32] = bx // h_kv
+                        kvh: T.let[T.int32] = bx % h_kv
+                        page_begin: T.let[T.int32] = indptr[b]
+                        n_pages: T.let[T.int32] = indptr[b + 1] - page_begin
+                        length: T.let[T.int32] = T.if_then_else(n_pages > 0, chunk_len(length_info, b, n_pages), 0)
+                        per_split: T.let[T.int32] = (n_pages + n_splits(nnz_pages) - 1) // n_splits(nnz_pages) * page_size
+                        t_begin: T.let[T.int32] = by * per_split
+                        t_end: T.let[T.int32] = T.min(length, t_begin + per_split)
+                        for i in T.serial(q_loads):
+                            if i * TILE + tx < group * d:
+                                q_s[(i * TILE + tx) // d, (i * TILE + tx) % d] = T.Cast(
+                                    "float32", Q[b, kvh * group + (i * TILE + tx) // d, (i * TILE + tx) % d]
+                                ) * sm_scale * log2e
+                        for w in T.serial(per_thread):
+                            run_max[w] = NEG
+                            run_sum[w] = 0.0
+                            for v in T.vectorized(VEC):
+                                acc[w, v] = 0.0
+                        T.tvm_storage_sync("shared")
+                        for tile in T.serial((T.max(t_end - t_begin, 0) + TILE - 1) // TILE):
+                            # 1. this thread's token: its page, and its score for each query head
+                            if t_begin + tile * TILE + tx < t_end:
+                                page_s[tx] = values[page_begin + seq_offset(length_info, b, t_begin + tile * TILE + tx) // page_size]
+                                slot_s[tx] = seq_offset(length_info, b, t_begin + tile * TILE + tx) % page_size
+                                for g in T.serial(group):
+                                    f[0] = 0.0
+                                    for k in T.serial(d):
+                                        f[0] = f[0] + q_s[g, k] * T.Cast("float32", pages[page_s[tx], 0, kvh, slot_s[tx], k])
+                                    score_s[g, tx] = f[0]
+                            else:
+                                for g in T.serial(group):
+                                    score_s[g, tx] = NEG
+                            T.tvm_storage_sync("shared")
+                            # 2. fold the tile into this thread's (query head, VEC values) states
+                            for w in T.serial(per_thread):
+                                if w * TILE + tx < items:
+                                    f[1] = run_max[w]
+                                    for j in T.serial(TILE):
+                                        f[1] = T.max(f[1], score_s[(w * TILE + tx) // lanes, j])
+                                    f[2] = T.exp2(run_max[w] - f[1])
+                                    run_sum[w] = run_sum[w] * f[2]
+                                    for v in T.vectorized(VEC):
+                                        acc[w, v] = acc[w, v] * f[2]
+                                    run_max[w] = f[1]
+                                    for j in T.serial(TILE):
+                                        if t_begin + tile * TILE + j < t_end:
+                                            f[2] = T.exp2(score_s[(w * TILE + tx) // lanes, j] - f[1])
+                                            run_sum[w] = run_sum[w] + f[2]
+                                            for v in T.vectorized(VEC):
+                                                acc[w, v] = acc[w, v] + f[2] * T.Cast("float32", pages[
+                                                    page_s[j], 1, kvh, slot_s[j], (w * TILE + tx) % lanes * VEC + v])
+                            T.tvm_storage_sync("shared")
+                        for w in T.serial(per_thread):
+                            if w * TILE + tx < items:
+                                for v in T.vectorized(VEC):
+                                    part_out[b, kvh * group + (w * TILE + tx) // lanes, by,
+                                             (w * TILE + tx) % lanes * VEC + v] = T.if_then_else(
+                                        run_sum[w] > 0.0, acc[w, v] / run_sum[w], 0.0)
+                                if (w * TILE + tx) % lanes == 0:
+                                    part_lse[b, kvh * group + (w * TILE + tx) // lanes, by] = T.if_then_else(
+                                        run_sum[w] > 0.0, run_max[w] + T.log2(run_sum[w]), EMPTY_LSE)
+
+        for bx in T.thread_binding(B, thread="blockIdx.x"):
+            for by in T.thread_binding(h_qo, thread="blockIdx.y"):
+                for tx in T.thread_binding(d, thread="threadIdx.x"):
+                    with T.sblock("merge"):
+                        T.reads()
+                        T.writes()
+                        m = T.sblock_alloc_buffer((4,), "float32", scope="local")
+                        m[0] = EMPTY_LSE
+                        for s in T.serial(n_splits(nnz_pages)):
+                            m[0] = T.max(m[0], part_lse[bx, by, s])
+                        m[1] = 0.0
+                        m[2] = 0.0
+                        for s in T.serial(n_splits(nnz_pages)):
+                            m[3] = T.exp2(part_lse[bx, by, s] - m[0])
+                            m[1] = m[1] + m[3]
+                            m[2] = m[2] + m[3] * part_out[bx, by, s, tx]
+                        output[bx, by, tx] = T.Cast(dtype, T.if_then_else(m[1] > 0.0, m[2] / m[1], 0.0))
+                        if tx == 0:
+                            lse[bx, by] = m[0] + T.log2(T.max(m[1], 1e-30))
+
+    return decode
+
+
+def _shape(func: tirx.PrimFunc, index: int) -> list[int]:
+    return [int(x) if isinstance(x, (int, tirx.IntImm)) else -1 for x in func.buffer_map[func.params[index]].shape]
+
+
+@tvm.transform.module_pass(opt_level=0, name="kiln.FlashDecodeAttention")
+def flash_decode_attention(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Replace nn.llm's GPU decode attention kernels (tir_attention_decode[_sliding_window]) by kiln's."""
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None or "gpu" not in target.keys:
+        return mod
+    for gv, func in list(mod.functions_items()):
+        name = gv.name_hint
+        if not (isinstance(func, tirx.PrimFunc) and name in ("tir_attention_decode", "tir_attention_decode_sliding_window")):
+            continue
+        _, h_qo, d = _shape(func, 0)
+        _, _, h_kv, page_size, _ = _shape(func, 1)
+        dtype = str(func.buffer_map[func.params[0]].dtype)
+        mod[gv] = decode_attention(h_qo, h_kv, d, dtype, page_size, name.endswith("sliding_window"), name)
+    return mod

@@ -1,0 +1,99 @@
+"""kiln's flash-decoding attention kernel (compiler/kernels/attention_decode.py) on WebGPU in
+Chromium, against NumPy and against nn.llm's decode kernel it replaces: the same paged KV cache
+layout (pages shuffled so that the page table matters), GQA shapes of SmolLM2-135M and Llama 3.2,
+one head per group, batches of sequences whose lengths cover an empty split, a partial last page,
+one token and a context long enough for the full number of splits, and the sliding-window form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tvm import relax, tirx
+from tvm.relax.frontend.nn.llm._decode_kernels import _attention_decode
+
+from kiln.kernels.attention_decode import MAX_SPLITS, MIN_PAGES_PER_SPLIT, decode_attention
+from kiln.kernels.wasm_library import build_wasm_library, make_target
+from kiln.testing.run_library import run_many_in_chromium
+from kiln.testing.smoke import output_array, tensor_arg
+
+PAGE = 16
+# (query heads, KV heads, head dim): SmolLM2-135M, Llama 3.2 1B, plain multi-head at D 128
+SHAPES = [(9, 3, 64), (32, 8, 64), (4, 4, 128)]
+# per batch: the sequences' lengths; the last one needs MAX_SPLITS splits of several pages
+LENGTHS = [[1], [17, 5], [PAGE * MAX_SPLITS * MIN_PAGES_PER_SPLIT + 37]]
+SM_SCALE = 0.125
+
+
+def kernel_module(sliding_window: bool = False):
+    """Per shape, `kiln_<shape>` and `nnllm_<shape>`: the decode kernel called in place on (output, lse)."""
+    target = make_target("webgpu")
+    bb = relax.BlockBuilder()
+    for h_qo, h_kv, d in SHAPES:
+        tag = f"{h_qo}_{h_kv}_{d}" + ("_sw" if sliding_window else "")
+        with target:
+            kernels = {"kiln": decode_attention(h_qo, h_kv, d, "float32", PAGE, sliding_window, f"kiln_decode_{tag}"),
+                       "nnllm": _attention_decode(h_kv, h_qo, d, "float32", sliding_window, {}, target)}
+        for which, kernel in kernels.items():
+            gv = bb.add_func(kernel.with_attr("global_symbol", f"{which}_decode_{tag}"), f"{which}_decode_{tag}")
+            b, p, n = (tirx.Var(x, "int64") for x in "bpn")
+            shapes = [(b, h_qo, d), (p, 2, h_kv, PAGE, d), (b + 1,), (n,), ((3, b) if sliding_window else (b,)),
+                      (b,), (b,), (b, h_qo, d), (b, h_qo)]
+            dtypes = ["float32", "float32", "int32", "int32", "int32", "int32", "int32", "float32", "float32"]
+            params = [relax.Var(f"a{i}", relax.TensorType(s, t)) for i, (s, t) in enumerate(zip(shapes, dtypes))]
+            scalars = [relax.prim_value(tirx.IntImm("int32", 0)), relax.prim_value(tirx.FloatImm("float32", 1.0)),
+                       relax.prim_value(tirx.FloatImm("float32", 10000.0)), relax.prim_value(tirx.FloatImm("float32", SM_SCALE))]
+            with bb.function(f"{which}_{tag}", params):
+                out = bb.emit(relax.call_tir_inplace(gv, relax.Tuple(params + scalars), [7, 8],
+                                                     [relax.TensorType(shapes[7], "float32"),
+                                                      relax.TensorType(shapes[8], "float32")]))
+                bb.emit_func_output(out)
+    return bb.get()
+
+
+def paged_inputs(rng, lengths, h_qo, h_kv, d, sliding_window):
+    """Random queries and K/V in a shuffled page pool; the reference output and lse (log2 units)."""
+    pages_per_seq = [max(1, -(-n // PAGE)) for n in lengths]
+    total = sum(pages_per_seq)
+    order = rng.permutation(total + 3).astype("int32")  # 3 spare pages the table never names
+    pool = rng.standard_normal((total + 3, 2, h_kv, PAGE, d)).astype("float32")
+    q = rng.standard_normal((len(lengths), h_qo, d)).astype("float32")
+    indptr = np.concatenate([[0], np.cumsum(pages_per_seq)]).astype("int32")
+    values = order[:total]
+    last = np.array([n - (k - 1) * PAGE for n, k in zip(lengths, pages_per_seq)], "int32")
+    # Sliding window: no sink, no offset; the same tokens as without.
+    length_info = np.stack([last, np.zeros_like(last), np.zeros_like(last)]) if sliding_window else last
+    out = np.zeros((len(lengths), h_qo, d), "float32")
+    lse = np.zeros((len(lengths), h_qo), "float32")
+    group = h_qo // h_kv
+    for b, n in enumerate(lengths):
+        rows = [(values[indptr[b] + t // PAGE], t % PAGE) for t in range(n)]
+        k = np.stack([pool[pg, 0, :, slot] for pg, slot in rows], axis=1)  # (h_kv, n, d)
+        v = np.stack([pool[pg, 1, :, slot] for pg, slot in rows], axis=1)
+        for h in range(h_qo):
+            s = (k[h // group] @ q[b, h].astype("float64")) * SM_SCALE * np.log2(np.e)
+            w = np.exp2(s - s.max())
+            out[b, h] = (w @ v[h // group]) / w.sum()
+            lse[b, h] = s.max() + np.log2(w.sum())
+    args = [q, pool, indptr, values, length_info, np.zeros(len(lengths), "int32"),
+            np.array(lengths, "int32") - 1, np.zeros_like(out), np.zeros_like(lse)]
+    return args, out, lse
+
+
+@pytest.mark.parametrize("sliding_window", [False, True], ids=["plain", "sliding_window"])
+def test_decode_attention_on_webgpu(tmp_path, sliding_window):
+    library = build_wasm_library(kernel_module(sliding_window), "webgpu", tmp_path / "decode_webgpu.wasm")
+    rng = np.random.default_rng(3)
+    cases, requests = [], []
+    for h_qo, h_kv, d in SHAPES:
+        tag = f"{h_qo}_{h_kv}_{d}" + ("_sw" if sliding_window else "")
+        for lengths in LENGTHS:
+            args, want_out, want_lse = paged_inputs(rng, lengths, h_qo, h_kv, d, sliding_window)
+            cases.append((f"{tag}, lengths {lengths}", want_out, want_lse))
+            requests += [{"func": f"{which}_{tag}", "inputs": [tensor_arg(x) for x in args]} for which in ("kiln", "nnllm")]
+    results = run_many_in_chromium(library, "webgpu", requests, timeout_s=600)
+    for i, (label, want_out, want_lse) in enumerate(cases):
+        (kiln_out, kiln_lse), (nnllm_out, _) = ([output_array(o) for o in r["outputs"]] for r in results[2 * i:2 * i + 2])
+        np.testing.assert_allclose(kiln_out, want_out, rtol=0, atol=2e-5, err_msg=f"output, {label}")
+        np.testing.assert_allclose(kiln_lse, want_lse, rtol=0, atol=2e-4, err_msg=f"lse, {label}")
+        # nn.llm's kernel on the same inputs: the one kiln's replaces computes the same
+        np.testing.assert_allclose(kiln_out, nnllm_out, rtol=0, atol=2e-5, err_msg=f"vs nn.llm, {label}")
