@@ -8,6 +8,7 @@ export type { SiteModel };
 const PHASES: Record<LoadProgress["phase"], string> = {
   download: "Downloading weights",
   verify: "Verifying",
+  compile: "Compiling GPU shaders",
   upload: "Loading into the backend",
 };
 
@@ -31,7 +32,9 @@ export function percent(p: Pick<LoadProgress, "bytesDone" | "bytesTotal">): numb
 
 /** "Downloading weights · 12.3 / 45.6 MB · 27 % · 3.2 MB/s · 10 s left" */
 export function describeProgress(p: LoadProgress): string {
-  const parts = [PHASES[p.phase] ?? p.phase, `${formatMB(p.bytesDone)} / ${formatMB(p.bytesTotal)}`, `${percent(p)} %`];
+  // "compile" counts pipelines, not bytes.
+  const amount = p.phase === "compile" ? `${p.bytesDone} / ${p.bytesTotal}` : `${formatMB(p.bytesDone)} / ${formatMB(p.bytesTotal)}`;
+  const parts = [PHASES[p.phase] ?? p.phase, amount, `${percent(p)} %`];
   if (p.mbPerSecond > 0) parts.push(`${p.mbPerSecond.toFixed(p.mbPerSecond < 1 ? 2 : 1)} MB/s`);
   if (p.bytesDone < p.bytesTotal) parts.push(p.etaSeconds === null ? "estimating time left" : `${formatDuration(p.etaSeconds)} left`);
   return parts.join(" · ");

@@ -365,6 +365,8 @@ export async function createEngine(bundleUrl: string, options: EngineOptions = {
       tvmjs, library, config: bundle.config,
       tensorCache: bundle.tensorCache, shardBytes: (i) => bundle.shardBytes(i), backend: picked.backend, gpuDevice: owned,
       onShardUploaded: (i) => bundle.shardUploaded(i), threads: threads ?? defaultThreads(),
+      onPipelines: (done, total) => options.onProgress?.({
+        phase: "compile", bytesDone: done, bytesTotal: total, mbPerSecond: 0, etaSeconds: done === total ? 0 : null }),
     });
     return new Engine(model, tokenizer, bundle, picked.backend,
                       { allowSpecialTokensInContent: options.allowSpecialTokensInContent });

@@ -8,6 +8,7 @@ import type { Backend, ModelConfig, TensorCacheIndex } from "./bundle_types";
 import { hasDeviceSampling, sampleOnDevice } from "./device_sampler";
 import { describeRuntimeFailure, EngineError } from "./errors";
 import { instantiateLibrary } from "./library";
+import { compilePipelines } from "./pipelines";
 import type { DeviceDraw } from "./sampler";
 import type { ThreadPool } from "./wasm_threads";
 import type { TvmDevice, TvmDisposable, TvmInstance, TvmjsModule, TvmTensor, TvmArray, TvmVirtualMachine } from "./tvmjs_types";
@@ -80,6 +81,8 @@ export class KilnModel {
     backend: Backend;
     gpuDevice?: unknown;
     onShardUploaded?: (index: number) => void;
+    /** WebGPU: pipelines compiled so far of those the model waits for (pipelines.ts). */
+    onPipelines?: (done: number, total: number) => void;
     log?: (msg: string) => void;
     threads?: number;
   }): Promise<KilnModel> {
@@ -100,10 +103,11 @@ export class KilnModel {
       tvm.beginScope();
       stage = "creating the virtual machine";
       const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(device));
-      if (backend === "webgpu") {
-        stage = "compiling the WebGPU pipelines";
-        await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
-      }
+      // The pipelines compile while the weights upload; the model waits for both.
+      const pipelines = backend === "webgpu"
+        ? compilePipelines(tvm, vm.getInternalModule(), opts.config.sliding_window_size > 0, opts.onPipelines)
+        : null;
+      pipelines?.catch(() => {}); // awaited below; an upload failure must not leave it unobserved
       const names: string[] = [];
       for (let i = 0; i < opts.tensorCache.records.length; i++) {
         const shard = opts.tensorCache.records[i];
@@ -117,6 +121,10 @@ export class KilnModel {
         }
         if (backend === "webgpu") await device.sync();
         opts.onShardUploaded?.(i);
+      }
+      if (pipelines) {
+        stage = "compiling the WebGPU pipelines";
+        await pipelines;
       }
       stage = "collecting the weights";
       const params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(names));

@@ -1,7 +1,9 @@
 // Load progress: the events openBundle (and createEngine) report, and the meter that makes them.
 
 export interface LoadProgress {
-  phase: "download" | "verify" | "upload";
+  /** "compile" (WebGPU): the pipelines the model waits for, counted in bytesDone/bytesTotal as
+   *  pipelines, not bytes; its mbPerSecond is 0. It runs alongside "upload". */
+  phase: "download" | "verify" | "compile" | "upload";
   bytesDone: number;
   bytesTotal: number;
   mbPerSecond: number;

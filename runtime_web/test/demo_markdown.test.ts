@@ -59,6 +59,8 @@ test("UI text: sizes, progress, backend needs, titles", () => {
                "Downloading weights · 2.0 MB / 8.0 MB · 25 % · 1.5 MB/s · 4 s left");
   assert.equal(describeProgress({ phase: "upload", bytesDone: 8e6, bytesTotal: 8e6, mbPerSecond: 0, etaSeconds: 0 }),
                "Loading into the backend · 8.0 MB / 8.0 MB · 100 %");
+  assert.equal(describeProgress({ phase: "compile", bytesDone: 12, bytesTotal: 48, mbPerSecond: 0, etaSeconds: null }),
+               "Compiling GPU shaders · 12 / 48 · 25 % · estimating time left");
   assert.equal(backendNeeds({ backends: ["webgpu", "wasm"], webgpu_features: [] }), "WebGPU or WASM");
   assert.equal(backendNeeds({ backends: ["webgpu", "wasm"], webgpu_features: ["shader-f16"] }), "WebGPU with shader-f16 or WASM");
   assert.equal(backendLabel("wasm", 2), "WASM, 2 threads");
