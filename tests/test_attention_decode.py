@@ -2,16 +2,20 @@
 Chromium, against NumPy and against nn.llm's decode kernel it replaces: the same paged KV cache
 layout (pages shuffled so that the page table matters), GQA shapes of SmolLM2-135M and Llama 3.2,
 one head per group, batches of sequences whose lengths cover an empty split, a partial last page,
-one token and a context long enough for the full number of splits, and the sliding-window form."""
+one token and a context long enough for the full number of splits, and the sliding-window form
+(with evicted tokens at the start of the first page)."""
 
 from __future__ import annotations
 
+import itertools
+import tempfile
+from pathlib import Path
+
 import numpy as np
-import pytest
 from tvm import relax, tirx
 from tvm.relax.frontend.nn.llm._decode_kernels import _attention_decode
 
-from kiln.kernels.attention_decode import MAX_SPLITS, MIN_PAGES_PER_SPLIT, decode_attention
+from kiln.kernels.attention_decode import MAX_SPLITS, MIN_PAGES_PER_SPLIT, REPLACED, RULE_NAME, decode_attention
 from kiln.kernels.wasm_library import build_wasm_library, make_target
 from kiln.testing.run_library import run_many_in_chromium
 from kiln.testing.smoke import output_array, tensor_arg
@@ -22,13 +26,15 @@ SHAPES = [(9, 3, 64), (32, 8, 64), (4, 4, 128)]
 # per batch: the sequences' lengths; the last one needs MAX_SPLITS splits of several pages
 LENGTHS = [[1], [17, 5], [PAGE * MAX_SPLITS * MIN_PAGES_PER_SPLIT + 37]]
 SM_SCALE = 0.125
+WINDOW_OFFSET = 5
 
 
-def kernel_module(sliding_window: bool = False):
-    """Per shape, `kiln_<shape>` and `nnllm_<shape>`: the decode kernel called in place on (output, lse)."""
+def kernel_module():
+    """Per shape, plain and sliding-window (`_sw`), `kiln_<shape>` and `nnllm_<shape>`: the decode
+    kernel called in place on (output, lse)."""
     target = make_target("webgpu")
     bb = relax.BlockBuilder()
-    for h_qo, h_kv, d in SHAPES:
+    for (h_qo, h_kv, d), sliding_window in itertools.product(SHAPES, (False, True)):
         tag = f"{h_qo}_{h_kv}_{d}" + ("_sw" if sliding_window else "")
         with target:
             kernels = {"kiln": decode_attention(h_qo, h_kv, d, "float32", PAGE, sliding_window, f"kiln_decode_{tag}"),
@@ -51,22 +57,25 @@ def kernel_module(sliding_window: bool = False):
 
 
 def paged_inputs(rng, lengths, h_qo, h_kv, d, sliding_window):
-    """Random queries and K/V in a shuffled page pool; the reference output and lse (log2 units)."""
-    pages_per_seq = [max(1, -(-n // PAGE)) for n in lengths]
+    """Random queries and K/V in a shuffled page pool; the reference output and lse (log2 units).
+    With a sliding window, the first page's first WINDOW_OFFSET slots are evicted tokens (no sink):
+    the sequence is the `lengths` tokens after them."""
+    offset = WINDOW_OFFSET if sliding_window else 0
+    pages_per_seq = [max(1, -(-(n + offset) // PAGE)) for n in lengths]
     total = sum(pages_per_seq)
     order = rng.permutation(total + 3).astype("int32")  # 3 spare pages the table never names
     pool = rng.standard_normal((total + 3, 2, h_kv, PAGE, d)).astype("float32")
     q = rng.standard_normal((len(lengths), h_qo, d)).astype("float32")
     indptr = np.concatenate([[0], np.cumsum(pages_per_seq)]).astype("int32")
     values = order[:total]
-    last = np.array([n - (k - 1) * PAGE for n, k in zip(lengths, pages_per_seq)], "int32")
-    # Sliding window: no sink, no offset; the same tokens as without.
-    length_info = np.stack([last, np.zeros_like(last), np.zeros_like(last)]) if sliding_window else last
+    last = np.array([n + offset - (k - 1) * PAGE for n, k in zip(lengths, pages_per_seq)], "int32")
+    # Sliding window: [last page's length, window offset, sink size] per sequence.
+    length_info = np.stack([last, np.full_like(last, offset), np.zeros_like(last)]) if sliding_window else last
     out = np.zeros((len(lengths), h_qo, d), "float32")
     lse = np.zeros((len(lengths), h_qo), "float32")
     group = h_qo // h_kv
     for b, n in enumerate(lengths):
-        rows = [(values[indptr[b] + t // PAGE], t % PAGE) for t in range(n)]
+        rows = [(values[indptr[b] + t // PAGE], t % PAGE) for t in range(offset, offset + n)]
         k = np.stack([pool[pg, 0, :, slot] for pg, slot in rows], axis=1)  # (h_kv, n, d)
         v = np.stack([pool[pg, 1, :, slot] for pg, slot in rows], axis=1)
         for h in range(h_qo):
@@ -79,12 +88,11 @@ def paged_inputs(rng, lengths, h_qo, h_kv, d, sliding_window):
     return args, out, lse
 
 
-@pytest.mark.parametrize("sliding_window", [False, True], ids=["plain", "sliding_window"])
-def test_decode_attention_on_webgpu(tmp_path, sliding_window):
-    library = build_wasm_library(kernel_module(sliding_window), "webgpu", tmp_path / "decode_webgpu.wasm")
+def test_decode_attention_on_webgpu(tmp_path):
+    library = build_wasm_library(kernel_module(), "webgpu", tmp_path / "decode_webgpu.wasm")
     rng = np.random.default_rng(3)
     cases, requests = [], []
-    for h_qo, h_kv, d in SHAPES:
+    for (h_qo, h_kv, d), sliding_window in itertools.product(SHAPES, (False, True)):
         tag = f"{h_qo}_{h_kv}_{d}" + ("_sw" if sliding_window else "")
         for lengths in LENGTHS:
             args, want_out, want_lse = paged_inputs(rng, lengths, h_qo, h_kv, d, sliding_window)
@@ -97,3 +105,26 @@ def test_decode_attention_on_webgpu(tmp_path, sliding_window):
         np.testing.assert_allclose(kiln_lse, want_lse, rtol=0, atol=2e-4, err_msg=f"lse, {label}")
         # nn.llm's kernel on the same inputs: the one kiln's replaces computes the same
         np.testing.assert_allclose(kiln_out, nnllm_out, rtol=0, atol=2e-5, err_msg=f"vs nn.llm, {label}")
+
+
+def test_models_built_for_webgpu_use_it():
+    """The KV cache of a model built for WebGPU calls kiln's kernel (plain and sliding-window), and
+    one built for WASM keeps nn.llm's CPU kernel."""
+    from kiln.checkpoint.folder import load_checkpoint
+    from kiln.kernels.model_module import build_model_module
+    from kiln.kernels.schedules import rule_report, scheduled_kernels
+    from kiln.testing.synthetic import make_checkpoint
+    from kiln.weights.quantize import get_quantization
+
+    for variant in ("llama3-tiny", "mistral-tiny"):
+        ckpt = load_checkpoint(make_checkpoint(variant, Path(tempfile.mkdtemp()) / variant))
+        for backend in ("webgpu", "wasm"):
+            target = make_target(backend)
+            model = build_model_module(ckpt.family, ckpt.model_config, get_quantization("q4f32_1"), target,
+                                       context_window=128, prefill_chunk=32, with_sampling=False)
+            report = rule_report(scheduled_kernels(model.mod, target))
+            replaced = {name: report.get(name) for name in REPLACED}
+            if backend == "webgpu":
+                assert replaced == {name: RULE_NAME for name in REPLACED}, (variant, replaced)
+            else:
+                assert set(replaced.values()) == {None}, (variant, replaced)

@@ -193,21 +193,29 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
 
 
 def _shape(func: tirx.PrimFunc, index: int) -> list[int]:
-    return [int(x) if isinstance(x, (int, tirx.IntImm)) else -1 for x in func.buffer_map[func.params[index]].shape]
+    return [int(x) if isinstance(x, (int, tirx.IntImm)) else -1 for x in func.params[index].ty.shape]
 
 
-@tvm.transform.module_pass(opt_level=0, name="kiln.FlashDecodeAttention")
+# nn.llm's GPU decode kernels: the KV cache adds them under their global symbols.
+REPLACED = ("batch_decode_paged_kv", "batch_decode_paged_kv_sliding_window")
+RULE_NAME = "kiln.FlashDecodeAttention"  # what rule_report (schedules.py) says for them
+
+
+@tvm.transform.module_pass(opt_level=0, name=RULE_NAME)
 def flash_decode_attention(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Replace nn.llm's GPU decode attention kernels (tir_attention_decode[_sliding_window]) by kiln's."""
+    """Replace nn.llm's GPU decode attention kernels (REPLACED) by kiln's."""
+    from kiln.kernels.schedules import SCHEDULE_ATTR  # (schedules.py imports this module)
+
     target = tvm.target.Target.current(allow_none=True)
     if target is None or "gpu" not in target.keys:
         return mod
     for gv, func in list(mod.functions_items()):
         name = gv.name_hint
-        if not (isinstance(func, tirx.PrimFunc) and name in ("tir_attention_decode", "tir_attention_decode_sliding_window")):
+        if not (isinstance(func, tirx.PrimFunc) and name in REPLACED):
             continue
         _, h_qo, d = _shape(func, 0)
         _, _, h_kv, page_size, _ = _shape(func, 1)
-        dtype = str(func.buffer_map[func.params[0]].dtype)
-        mod[gv] = decode_attention(h_qo, h_kv, d, dtype, page_size, name.endswith("sliding_window"), name)
+        dtype = str(func.params[0].ty.dtype)
+        kernel = decode_attention(h_qo, h_kv, d, dtype, page_size, name.endswith("sliding_window"), name)
+        mod[gv] = kernel.with_attr(SCHEDULE_ATTR, RULE_NAME)
     return mod

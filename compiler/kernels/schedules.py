@@ -184,8 +184,9 @@ def schedule_kernels(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     for gv, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc):
             continue
-        if _is_scheduled(func):
-            updates[gv] = func.with_attr(SCHEDULE_ATTR, PRESCHEDULED)
+        if _is_scheduled(func):  # keeps the name of a kernel kiln wrote (attention_decode.py)
+            if not (func.attrs and SCHEDULE_ATTR in func.attrs):
+                updates[gv] = func.with_attr(SCHEDULE_ATTR, PRESCHEDULED)
             continue
         for name, rule in rules:
             sch = rule.apply(func, target, False)
