@@ -76,10 +76,8 @@ def copy_bundle(bundle: Path, dest: Path) -> None:
     for f in bundle.iterdir():
         if f.is_file() and f.name not in shards and not f.name.startswith("."):
             shutil.copy2(f, dest / f.name)
-    config = json.loads((bundle / "kiln-config.json").read_text())
     plan = [{k: p[k] for k in ("label", "prompt", "maxTokens")} for p in engine_plan(bundle)]
-    (dest / "plan.json").write_text(json.dumps({
-        "plan": plan, "logitBias": {str(t): -100 for t in config["tokens"]["stop_token_ids"]}}, indent=2))
+    (dest / "plan.json").write_text(json.dumps({"plan": plan}, indent=2))
 
 
 def main() -> int:

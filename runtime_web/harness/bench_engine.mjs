@@ -53,9 +53,8 @@ function phaseClock(started) {
 }
 
 /**
- * `createEngine`: kiln's. `plan`: [{label, prompt, maxTokens}] raw prompts (completions API, greedy,
- * `logitBias` keeps stop tokens away so every run decodes maxTokens tokens). `counts`: from
- * countGpuWork, or null.
+ * `createEngine`: kiln's. `plan`: [{label, prompt, maxTokens}] raw prompts (completions API, greedy;
+ * `logitBias`, if given, is sent with every request). `counts`: from countGpuWork, or null.
  */
 export async function benchEngine(createEngine, { bundleUrl, backend, plan, logitBias, warmup, counts, threads }) {
   const started = performance.now();
@@ -66,7 +65,7 @@ export async function benchEngine(createEngine, { bundleUrl, backend, plan, logi
   const runs = [];
   try {
     const request = (prompt, maxTokens) => engine.completions.create({
-      prompt, max_tokens: maxTokens, temperature: 0, logit_bias: logitBias });
+      prompt, max_tokens: maxTokens, temperature: 0, ...(logitBias ? { logit_bias: logitBias } : {}) });
     if (warmup) {
       // The first call of each kernel may still compile or allocate; keep it out of the numbers.
       const t = performance.now();
@@ -76,7 +75,7 @@ export async function benchEngine(createEngine, { bundleUrl, backend, plan, logi
     for (const { label, prompt, maxTokens } of plan) {
       engine.resetChat();
       const t = performance.now();
-      const reply = await engine.completions.create({ prompt, max_tokens: maxTokens, temperature: 0, logit_bias: logitBias });
+      const reply = await request(prompt, maxTokens);
       const seconds = (performance.now() - t) / 1000;
       const usage = reply.usage;
       // The first token comes from the prompt's logits; each later one is one decode step, and the

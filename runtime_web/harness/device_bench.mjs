@@ -83,17 +83,17 @@ const results = [];
 for (const name of readdirSync(join(kit, "bundles")).sort()) {
   const dir = join(kit, "bundles", name);
   const weightBytes = prepareShards(dir);
-  const { plan, logitBias } = JSON.parse(readFileSync(join(dir, "plan.json"), "utf8"));
+  const { plan } = JSON.parse(readFileSync(join(dir, "plan.json"), "utf8"));
   const server = await serve(dir);
   try {
     const out = await benchEngine(kiln.createEngine, {
-      bundleUrl: `http://127.0.0.1:${server.address().port}/`, backend: "webgpu", plan, logitBias, warmup: true, counts });
+      bundleUrl: `http://127.0.0.1:${server.address().port}/`, backend: "webgpu", plan, warmup: true, counts });
     const roofline = bandwidthGBs ? (bandwidthGBs * 1e9) / weightBytes : null;
     results.push({ bundle: name, weightBytes, bandwidthGBs, rooflineTokensPerS: roofline, ...out });
     console.log(`\n${name}: ${(weightBytes / 1e6).toFixed(0)} MB of weights read per decode step; load ${out.loadSeconds.toFixed(1)} s`);
     for (const run of out.runs.filter((r) => r.promptTokens !== undefined)) {
       const share = roofline ? ` = ${(100 * run.decodeTokensPerS / roofline).toFixed(1)} % of the ${roofline.toFixed(0)} tok/s roofline` : "";
-      console.log(`  ${run.label}: ${run.promptTokens} prompt tokens, prefill ${run.prefillTokensPerS.toFixed(1)} tok/s, ` +
+      console.log(`  ${run.label}: ${run.promptTokens} prompt tokens, ${run.newTokens} new, prefill ${run.prefillTokensPerS.toFixed(1)} tok/s, ` +
                   `decode ${run.decodeTokensPerS.toFixed(1)} tok/s${share}; per step ${run.dispatchesPerStep} dispatches, ` +
                   `${run.submitsPerStep} submits, ${run.readBytesPerStep} bytes read back`);
     }
