@@ -63,9 +63,18 @@ export async function compilePipelines(tvm: TvmInstance, module: unknown, slidin
   let done = 0;
   onProgress?.(0, needed.length);
   await Promise.all(needed.map((n) => compile(n).then(() => onProgress?.(++done, needed.length))));
+  const release = () => {
+    for (const f of [shaderOf, install]) {
+      try {
+        (f as unknown as TvmDisposable).dispose();
+      } catch {
+        // The instance was disposed with the model first: nothing is left to free.
+      }
+    }
+  };
   // One at a time: the first replies run meanwhile. A failure here only means tvmjs compiles
   // that kernel when it is first called, as it would without any of this.
   const background = later.reduce((chain, n) => chain.then(() => compile(n)).catch(() => {}), Promise.resolve())
-    .finally(() => { (shaderOf as unknown as TvmDisposable).dispose(); (install as unknown as TvmDisposable).dispose(); });
+    .then(release);
   return { compiled: needed.length, deferred: later.length, background };
 }
