@@ -108,8 +108,8 @@ def test_decode_attention_on_webgpu(tmp_path):
 
 
 def test_models_built_for_webgpu_use_it():
-    """The KV cache of a model built for WebGPU calls kiln's kernel (plain and sliding-window), and
-    one built for WASM keeps nn.llm's CPU kernel."""
+    """The KV cache of a model built for WebGPU calls kiln's kernel (nn.llm's sliding-window form for
+    now), and one built for WASM keeps nn.llm's CPU kernel."""
     from kiln.checkpoint.folder import load_checkpoint
     from kiln.kernels.model_module import build_model_module
     from kiln.kernels.schedules import rule_report, scheduled_kernels
@@ -126,5 +126,6 @@ def test_models_built_for_webgpu_use_it():
             replaced = {name: report.get(name) for name in REPLACED}
             if backend == "webgpu":
                 assert replaced == {name: RULE_NAME for name in REPLACED}, (variant, replaced)
+                assert report.get("batch_decode_paged_kv_sliding_window") == "prescheduled", variant
             else:
                 assert set(replaced.values()) == {None}, (variant, replaced)

@@ -196,8 +196,10 @@ def _shape(func: tirx.PrimFunc, index: int) -> list[int]:
     return [int(x) if isinstance(x, (int, tirx.IntImm)) else -1 for x in func.params[index].ty.shape]
 
 
-# nn.llm's GPU decode kernels: the KV cache adds them under their global symbols.
-REPLACED = ("batch_decode_paged_kv", "batch_decode_paged_kv_sliding_window")
+# nn.llm's GPU decode kernel, under the global symbol the KV cache adds it with. Its sliding-window
+# form is not replaced yet: with it, mistral-tiny's WebGPU engine test failed in CI although the
+# kernel's own sliding-window test passes (see tests/test_attention_decode.py).
+REPLACED = ("batch_decode_paged_kv",)
 RULE_NAME = "kiln.FlashDecodeAttention"  # what rule_report (schedules.py) says for them
 
 
