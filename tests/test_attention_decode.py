@@ -30,8 +30,8 @@ WINDOW_OFFSET = 5
 
 
 def kernel_module():
-    """Per shape, plain and sliding-window (`_sw`), `kiln_<shape>` and `nnllm_<shape>`: the decode
-    kernel called in place on (output, lse)."""
+    """Per shape, plain and sliding-window (`_sw`), `both_<shape>`: kiln's decode kernel and nn.llm's,
+    each called in place on its own (output, lse) pair, on the same inputs sent once."""
     target = make_target("webgpu")
     bb = relax.BlockBuilder()
     for (h_qo, h_kv, d), sliding_window in itertools.product(SHAPES, (False, True)):
@@ -39,20 +39,22 @@ def kernel_module():
         with target:
             kernels = {"kiln": decode_attention(h_qo, h_kv, d, "float32", PAGE, sliding_window, f"kiln_decode_{tag}"),
                        "nnllm": _attention_decode(h_kv, h_qo, d, "float32", sliding_window, {}, target)}
-        for which, kernel in kernels.items():
-            gv = bb.add_func(kernel.with_attr("global_symbol", f"{which}_decode_{tag}"), f"{which}_decode_{tag}")
-            b, p, n = (tirx.Var(x, "int64") for x in "bpn")
-            shapes = [(b, h_qo, d), (p, 2, h_kv, PAGE, d), (b + 1,), (n,), ((3, b) if sliding_window else (b,)),
-                      (b,), (b,), (b, h_qo, d), (b, h_qo)]
-            dtypes = ["float32", "float32", "int32", "int32", "int32", "int32", "int32", "float32", "float32"]
-            params = [relax.Var(f"a{i}", relax.TensorType(s, t)) for i, (s, t) in enumerate(zip(shapes, dtypes))]
-            scalars = [relax.prim_value(tirx.IntImm("int32", 0)), relax.prim_value(tirx.FloatImm("float32", 1.0)),
-                       relax.prim_value(tirx.FloatImm("float32", 10000.0)), relax.prim_value(tirx.FloatImm("float32", SM_SCALE))]
-            with bb.function(f"{which}_{tag}", params):
-                out = bb.emit(relax.call_tir_inplace(gv, relax.Tuple(params + scalars), [7, 8],
-                                                     [relax.TensorType(shapes[7], "float32"),
-                                                      relax.TensorType(shapes[8], "float32")]))
-                bb.emit_func_output(out)
+        b, p, n = (tirx.Var(x, "int64") for x in "bpn")
+        shapes = [(b, h_qo, d), (p, 2, h_kv, PAGE, d), (b + 1,), (n,), ((3, b) if sliding_window else (b,)),
+                  (b,), (b,), (b, h_qo, d), (b, h_qo), (b, h_qo, d), (b, h_qo)]
+        dtypes = ["float32", "float32"] + ["int32"] * 5 + ["float32"] * 4
+        params = [relax.Var(f"a{i}", relax.TensorType(s, t)) for i, (s, t) in enumerate(zip(shapes, dtypes))]
+        scalars = [relax.prim_value(tirx.IntImm("int32", 0)), relax.prim_value(tirx.FloatImm("float32", 1.0)),
+                   relax.prim_value(tirx.FloatImm("float32", 10000.0)), relax.prim_value(tirx.FloatImm("float32", SM_SCALE))]
+        with bb.function(f"both_{tag}", params):
+            outputs = []
+            for (which, kernel), (o, l) in zip(kernels.items(), [(7, 8), (9, 10)]):
+                gv = bb.add_func(kernel.with_attr("global_symbol", f"{which}_decode_{tag}"), f"{which}_decode_{tag}")
+                pair = bb.emit(relax.call_tir_inplace(gv, relax.Tuple(params[:7] + [params[o], params[l]] + scalars),
+                                                      [7, 8], [relax.TensorType(shapes[o], "float32"),
+                                                               relax.TensorType(shapes[l], "float32")]))
+                outputs += [bb.emit(relax.TupleGetItem(pair, 0)), bb.emit(relax.TupleGetItem(pair, 1))]
+            bb.emit_func_output(relax.Tuple(outputs))
     return bb.get()
 
 
@@ -84,7 +86,7 @@ def paged_inputs(rng, lengths, h_qo, h_kv, d, sliding_window):
             out[b, h] = (w @ v[h // group]) / w.sum()
             lse[b, h] = s.max() + np.log2(w.sum())
     args = [q, pool, indptr, values, length_info, np.zeros(len(lengths), "int32"),
-            np.array(lengths, "int32") - 1, np.zeros_like(out), np.zeros_like(lse)]
+            np.array(lengths, "int32") - 1] + [np.zeros_like(out), np.zeros_like(lse)] * 2
     return args, out, lse
 
 
@@ -97,10 +99,10 @@ def test_decode_attention_on_webgpu(tmp_path):
         for lengths in LENGTHS:
             args, want_out, want_lse = paged_inputs(rng, lengths, h_qo, h_kv, d, sliding_window)
             cases.append((f"{tag}, lengths {lengths}", want_out, want_lse))
-            requests += [{"func": f"{which}_{tag}", "inputs": [tensor_arg(x) for x in args]} for which in ("kiln", "nnllm")]
+            requests.append({"func": f"both_{tag}", "inputs": [tensor_arg(x) for x in args]})
     results = run_many_in_chromium(library, "webgpu", requests, timeout_s=600)
-    for i, (label, want_out, want_lse) in enumerate(cases):
-        (kiln_out, kiln_lse), (nnllm_out, _) = ([output_array(o) for o in r["outputs"]] for r in results[2 * i:2 * i + 2])
+    for (label, want_out, want_lse), result in zip(cases, results):
+        kiln_out, kiln_lse, nnllm_out, _ = (output_array(o) for o in result["outputs"])
         np.testing.assert_allclose(kiln_out, want_out, rtol=0, atol=2e-5, err_msg=f"output, {label}")
         np.testing.assert_allclose(kiln_lse, want_lse, rtol=0, atol=2e-4, err_msg=f"lse, {label}")
         # nn.llm's kernel on the same inputs: the one kiln's replaces computes the same

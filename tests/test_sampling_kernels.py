@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from kiln.errors import UnsupportedError
+from kiln.testing.run_library import run_many_in_chromium
+from kiln.testing.smoke import output_array, tensor_arg
 from kiln.webllm.sampling_kernels import (
     ARGMAX_FUNCTION,
     FUNCTION_NAMES,
@@ -387,15 +389,14 @@ def _requests(device: str):
         cases.append((ARGMAX_FUNCTION, [logits],
                       lambda out, l=logits: np.testing.assert_array_equal(out[0], argmax_ref(l))))
 
-    requests = [{"device": device, "func": name,
-                 "inputs": [{"shape": list(a.shape), "dtype": str(a.dtype),
-                             "data": a.ravel().tolist()} for a in inputs]}
+    # The first input comes back last: WebLLM reads the logits its *_inplace calls changed.
+    requests = [{"device": device, "func": name, "inputs": [tensor_arg(a) for a in inputs], "readInputs": [0]}
                 for name, inputs, _ in cases]
     return requests, [check for _, _, check in cases]
 
 
 def _outputs(result):
-    return [np.asarray(o["data"], dtype=o["dtype"]).reshape(o["shape"]) for o in result["outputs"]]
+    return [output_array(o) for o in result["outputs"]]
 
 
 @pytest.fixture(scope="module")
@@ -408,71 +409,9 @@ def sampling_libraries(tmp_path_factory):
             for target in ("webgpu", "wasm")}
 
 
-# Runs every request on one instance of the library (runtime_web/harness/run_function.mjs
-# instantiates the library per call, which costs ~3 s of WebGPU pipeline compilation each).
-RUN_MANY_JS = """async ([url, requests]) => {
-  const tvmjs = await import("/tvmjs/tvmjs.bundle.mjs");
-  const bytes = await (await fetch(url)).arrayBuffer();
-  const tvm = await tvmjs.instantiate(bytes, tvmjs.createPolyfillWASI(), console.log);
-  const gpu = await tvmjs.detectGPUDevice();
-  if (gpu === undefined) throw new Error("WebGPU is not available");
-  tvm.initWebGPU(gpu.device);
-  const device = tvm.webgpu();
-  const results = [];
-  tvm.beginScope();
-  try {
-    const vm = tvm.createVirtualMachine(device);
-    await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
-    for (const request of requests) {
-      tvm.beginScope();
-      const args = request.inputs.map((input) => tvm.empty(input.shape, input.dtype, device)
-        .copyFrom(tvm.empty(input.shape, input.dtype, tvm.cpu()).copyFrom(input.data)));
-      const result = vm.getFunction(request.func)(...args);
-      const tensors = typeof result.size === "function"
-        ? Array.from({ length: result.size() }, (_, i) => result.get(i)) : [result];
-      // The first input comes back last: WebLLM reads the logits its *_inplace calls changed.
-      const hosts = [...tensors, args[0]].map(
-        (t) => tvm.empty(t.shape, t.dtype, tvm.cpu()).copyFrom(t));
-      await device.sync();
-      results.push({ outputs: hosts.map((h) => ({ shape: h.shape, dtype: h.dtype,
-                                                  data: Array.from(h.toArray()) })),
-                     adapter: { vendor: gpu.adapterInfo.vendor } });
-      tvm.endScope();
-    }
-  } finally {
-    tvm.endScope();
-    tvm.dispose();
-  }
-  return results;
-}"""
-
-
-def _run_many_in_chromium(library, requests, timeout_s=300):
-    """Run `requests` (harness request format) on one WebGPU instance of `library`."""
-    from playwright.sync_api import sync_playwright
-
-    from kiln import toolchain
-    from kiln.testing.run_library import HARNESS_DIR, launch_chromium
-    from kiln.site.serve import StaticServer
-
-    mounts = {"/": HARNESS_DIR, "/tvmjs/": toolchain.tvmjs_bundle().parent,
-              "/lib/": library.parent}
-    with StaticServer(mounts) as server, sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(timeout_s * 1000)
-            page.goto(f"{server.url}/index.html")
-            page.wait_for_function("window.kilnReady === true")
-            return page.evaluate(RUN_MANY_JS, [f"/lib/{library.name}", requests])
-        finally:
-            browser.close()
-
-
 def test_webgpu_kernels_in_chromium(sampling_libraries):
     requests, checks = _requests("webgpu")
-    results = _run_many_in_chromium(sampling_libraries["webgpu"], requests)
-    assert results[0]["adapter"] is not None, "the WebGPU run reported no adapter"
+    results = run_many_in_chromium(sampling_libraries["webgpu"], "webgpu", requests, timeout_s=300)
     for request, result, check in zip(requests, results, checks):
         try:
             check(_outputs(result))

@@ -3,6 +3,8 @@ browser), with their NumPy references. Used by `kiln smoke` and by the tests."""
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 
 HIDDEN = 16
@@ -70,8 +72,9 @@ def softmax_reference(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray
 
 
 def tensor_arg(array: np.ndarray) -> dict:
-    """One input in the harness request format."""
-    return {"shape": list(array.shape), "dtype": str(array.dtype), "data": array.ravel().tolist()}
+    """One input in the harness request format (runtime_web/harness/run_function.mjs)."""
+    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return {"shape": list(array.shape), "dtype": str(array.dtype), "base64": base64.b64encode(data.tobytes()).decode()}
 
 
 def output_array(output: dict) -> np.ndarray:

@@ -1,11 +1,21 @@
 // Runs one function of a compiled kiln library through the tvmjs runtime and returns its outputs
 // as plain arrays. Shared by the Node runner and the browser page, so both paths run the same code.
 //
-// request: { device: "cpu" | "webgpu", func: "main",
-//            inputs: [{ shape: [..], dtype: "float32", data: [..] }] }
+// request: { device: "cpu" | "webgpu", func: "main", readInputs: [0],
+//            inputs: [{ shape: [..], dtype: "float32", base64: "..." }] }
 // result:  { outputs: [{ shape, dtype, data }], adapter: { vendor, architecture, description } | null }
-// With request.calls = [{ func, inputs }, ...] instead of func and inputs, the library is set up
-// once (WebGPU pipelines compiled once) and the result is { results: [{ outputs }, ...], adapter }.
+// An input's bytes come as base64 (little-endian, row-major): a JSON list of numbers costs the page
+// many times the memory in transit. `readInputs` (optional) names inputs to read back after the
+// call, after its outputs: an *_inplace function changes them.
+// With request.calls = [{ func, inputs, readInputs }, ...] instead of func and inputs, the library
+// is set up once (WebGPU pipelines compiled once) and the result is { results: [{ outputs }, ...], adapter }.
+
+function base64Bytes(text) {
+  const chars = atob(text);
+  const bytes = new Uint8Array(chars.length);
+  for (let i = 0; i < chars.length; i++) bytes[i] = chars.charCodeAt(i);
+  return bytes;
+}
 
 // `instantiate(bytes)` gives the tvmjs instance; the default is tvmjs's own, which cannot load a
 // WASM CPU library (it imports a shared memory): pass kiln's instantiateLibrary for those.
@@ -33,11 +43,11 @@ export async function runFunction(tvmjs, wasmBytes, request, log = () => {},
     if (request.device === "webgpu") {
       await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
     }
-    const call = async ({ func, inputs }) => {
+    const call = async ({ func, inputs, readInputs = [] }) => {
       tvm.beginScope();
       try {
         const args = inputs.map((input) => {
-          const host = tvm.empty(input.shape, input.dtype, tvm.cpu()).copyFrom(input.data);
+          const host = tvm.empty(input.shape, input.dtype, tvm.cpu()).copyFromRawBytes(base64Bytes(input.base64));
           return tvm.empty(input.shape, input.dtype, device).copyFrom(host);
         });
         const result = vm.getFunction(func)(...args);
@@ -45,7 +55,7 @@ export async function runFunction(tvmjs, wasmBytes, request, log = () => {},
         const tensors = typeof result.size === "function"
           ? Array.from({ length: result.size() }, (_, i) => result.get(i))
           : [result];
-        const hosts = tensors.map((t) => tvm.empty(t.shape, t.dtype, tvm.cpu()).copyFrom(t));
+        const hosts = [...tensors, ...readInputs.map((i) => args[i])].map((t) => tvm.empty(t.shape, t.dtype, tvm.cpu()).copyFrom(t));
         await device.sync();
         return { outputs: hosts.map((h) => ({ shape: h.shape, dtype: h.dtype, data: Array.from(h.toArray()) })) };
       } finally {
