@@ -80,14 +80,18 @@ def reply_text(page):
     return page.evaluate("() => [...document.querySelectorAll('.message.assistant .body')].pop()?.textContent ?? ''")
 
 
-def watch_stream(page, growths=2, timeout_s=60):
-    """Poll the streaming reply until its text has grown `growths` times; returns the lengths seen."""
+def watch_stream(page, growths=2, timeout_s=TIMEOUT_MS / 1000):
+    """Poll the streaming reply until its text has grown `growths` times; returns the lengths seen.
+    The first text waits for the prompt's prefill, which on SwiftShader in a busy CI run can take
+    tens of seconds: the wait is the one other slow steps get, and the time is printed."""
     seen: list[int] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    start = time.monotonic()
+    while time.monotonic() < start + timeout_s:
         n = page.evaluate("() => document.querySelector('.message.assistant.streaming .body')?.textContent.length ?? 0")
         if n and (not seen or n > seen[-1]):
             seen.append(n)
+            if len(seen) == 1:
+                print(f"[demo] first reply text after {time.monotonic() - start:.1f} s")
         if len(seen) > growths:
             return seen
         time.sleep(0.02)
