@@ -16,16 +16,22 @@ launches:
 
 The partial states live in a workspace the runtime allocates per call (a pooled GPU buffer).
 Scores are in log2 units (q.k * sm_scale * log2(e)), like nn.llm's, so `lse` means the same.
-The cache's RoPE mode must be NORMAL (keys rotated when appended, as kiln's models create it):
-inline RoPE (rotary_mode 1) is refused by a host-side check.
+
+RoPE: kiln's models create the cache with keys rotated when appended (RopeMode.NORMAL), but a cache
+that supports a sliding window stores them unrotated and passes rotary_mode 1 (TVM's C++ runtime
+switches to inline RoPE there, since the positions of a window's keys move). The kernel then
+rotates the query at its position and each key at its position in the sequence, with nn.llm's RoPE
+(the model's rope_scaling). Built without rope_scaling, rotary_mode 1 is refused by a host check.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import tvm
 from tvm import tirx
+from tvm.relax.frontend.nn.llm._kernel_common import _rope
 
 TILE = 64  # tokens per tile = threads per workgroup of the partial launch
 VEC = 4  # values of D per thread in the output fold
@@ -36,7 +42,9 @@ EMPTY_LSE = -1e30  # a split without tokens
 
 
 def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, sliding_window: bool,
-                     symbol: str) -> tirx.PrimFunc:
+                     symbol: str, rope_scaling: dict | None = None) -> tirx.PrimFunc:
+    """`rope_scaling` (nn.llm's form, {} for plain RoPE): the model's, for inline RoPE (rotary_mode
+    1); None: the kernel serves rotary_mode 0 only."""
     from tvm.script import tirx as T
 
     group = h_qo // h_kv
@@ -45,6 +53,8 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
     per_thread = (items + TILE - 1) // TILE
     q_loads = (group * d + TILE - 1) // TILE
     log2e = math.log2(math.e)
+    inline_rope = rope_scaling is not None
+    rope = rope_scaling or {}
 
     def chunk_len(length_info, b, pages):
         if not sliding_window:
@@ -89,7 +99,8 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
             length_info = T.match_buffer(length_info_handle, (3, B), "int32", elem_offset=length_offset)
         else:
             length_info = T.match_buffer(length_info_handle, (B,), "int32", elem_offset=length_offset)
-        assert rotary_mode == 0, "kiln's decode attention needs keys rotated when appended (RopeMode.NORMAL)"
+        if rope_scaling is None:
+            assert rotary_mode == 0, "kiln's decode attention was built without inline RoPE (RopeMode.NORMAL only)"
         part_out = T.alloc_buffer((B, h_qo, MAX_SPLITS, d), "float32")
         part_lse = T.alloc_buffer((B, h_qo, MAX_SPLITS), "float32")
 
@@ -107,6 +118,7 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                         run_max = T.sblock_alloc_buffer((per_thread,), "float32", scope="local")
                         run_sum = T.sblock_alloc_buffer((per_thread,), "float32", scope="local")
                         f = T.sblock_alloc_buffer((3,), "float32", scope="local")
+                        score_l = T.sblock_alloc_buffer((group,), "float32", scope="local")
                         b: T.let[T.int32] = bx // h_kv
                         kvh: T.let[T.int32] = bx % h_kv
                         page_begin: T.let[T.int32] = indptr[b]
@@ -117,9 +129,15 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                         t_end: T.let[T.int32] = T.min(length, t_begin + per_split)
                         for i in T.serial(q_loads):
                             if i * TILE + tx < group * d:
-                                q_s[(i * TILE + tx) // d, (i * TILE + tx) % d] = T.Cast(
-                                    "float32", Q[b, kvh * group + (i * TILE + tx) // d, (i * TILE + tx) % d]
-                                ) * sm_scale * log2e
+                                if inline_rope and rotary_mode == 1:
+                                    q_s[(i * TILE + tx) // d, (i * TILE + tx) % d] = T.Cast("float32", _rope(
+                                        Q, q_rope_position[b], d, rope_theta, rope_scale,
+                                        (b, kvh * group + (i * TILE + tx) // d, (i * TILE + tx) % d), dtype, rope)
+                                    ) * sm_scale * log2e
+                                else:
+                                    q_s[(i * TILE + tx) // d, (i * TILE + tx) % d] = T.Cast(
+                                        "float32", Q[b, kvh * group + (i * TILE + tx) // d, (i * TILE + tx) % d]
+                                    ) * sm_scale * log2e
                         for w in T.serial(per_thread):
                             run_max[w] = NEG
                             run_sum[w] = 0.0
@@ -131,11 +149,24 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                             if t_begin + tile * TILE + tx < t_end:
                                 page_s[tx] = values[page_begin + seq_offset(length_info, b, t_begin + tile * TILE + tx) // page_size]
                                 slot_s[tx] = seq_offset(length_info, b, t_begin + tile * TILE + tx) % page_size
-                                for g in T.serial(group):
-                                    f[0] = 0.0
+                                if inline_rope and rotary_mode == 1:
+                                    # the key rotated once per element, for all the group's heads
+                                    for g in T.serial(group):
+                                        score_l[g] = 0.0
                                     for k in T.serial(d):
-                                        f[0] = f[0] + q_s[g, k] * T.Cast("float32", pages[page_s[tx], 0, kvh, slot_s[tx], k])
-                                    score_s[g, tx] = f[0]
+                                        f[0] = T.Cast("float32", _rope(
+                                            pages, k_rope_pos_offset[b] + t_begin + tile * TILE + tx, d, rope_theta,
+                                            rope_scale, (page_s[tx], 0, kvh, slot_s[tx], k), dtype, rope))
+                                        for g in T.serial(group):
+                                            score_l[g] = score_l[g] + q_s[g, k] * f[0]
+                                    for g in T.serial(group):
+                                        score_s[g, tx] = score_l[g]
+                                else:
+                                    for g in T.serial(group):
+                                        f[0] = 0.0
+                                        for k in T.serial(d):
+                                            f[0] = f[0] + q_s[g, k] * T.Cast("float32", pages[page_s[tx], 0, kvh, slot_s[tx], k])
+                                        score_s[g, tx] = f[0]
                             else:
                                 for g in T.serial(group):
                                     score_s[g, tx] = NEG
@@ -196,11 +227,12 @@ def _shape(func: tirx.PrimFunc, index: int) -> list[int]:
     return [int(x) if isinstance(x, (int, tirx.IntImm)) else -1 for x in func.params[index].ty.shape]
 
 
-# nn.llm's GPU decode kernel, under the global symbol the KV cache adds it with. Its sliding-window
-# form is not replaced yet: with it, mistral-tiny's WebGPU engine test failed in CI although the
-# kernel's own sliding-window test passes (see tests/test_attention_decode.py).
-REPLACED = ("batch_decode_paged_kv",)
+# nn.llm's GPU decode kernels, under the global symbols the KV cache adds them with.
+REPLACED = ("batch_decode_paged_kv", "batch_decode_paged_kv_sliding_window")
 RULE_NAME = "kiln.FlashDecodeAttention"  # what rule_report (schedules.py) says for them
+# The module attribute that carries the model's rope_scaling (JSON, nn.llm's form; model_module.py
+# sets it): the sliding-window form needs it for inline RoPE, and without it stays nn.llm's.
+ROPE_ATTR = "kiln.rope_scaling"
 
 
 @tvm.transform.module_pass(opt_level=0, name=RULE_NAME)
@@ -211,13 +243,16 @@ def flash_decode_attention(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     target = tvm.target.Target.current(allow_none=True)
     if target is None or "gpu" not in target.keys:
         return mod
+    rope = mod.attrs.get(ROPE_ATTR) if mod.attrs else None
+    rope_scaling = json.loads(str(rope)) if rope is not None else None
     for gv, func in list(mod.functions_items()):
         name = gv.name_hint
-        if not (isinstance(func, tirx.PrimFunc) and name in REPLACED):
+        sliding_window = name.endswith("sliding_window")
+        if not (isinstance(func, tirx.PrimFunc) and name in REPLACED) or (sliding_window and rope_scaling is None):
             continue
         _, h_qo, d = _shape(func, 0)
         _, _, h_kv, page_size, _ = _shape(func, 1)
         dtype = str(func.params[0].ty.dtype)
-        kernel = decode_attention(h_qo, h_kv, d, dtype, page_size, name.endswith("sliding_window"), name)
+        kernel = decode_attention(h_qo, h_kv, d, dtype, page_size, sliding_window, name, rope_scaling)
         mod[gv] = kernel.with_attr(SCHEDULE_ATTR, RULE_NAME)
     return mod

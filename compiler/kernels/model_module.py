@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kiln.kernels.attention_decode import ROPE_ATTR
 from kiln.model_defs.layers import WeightFormats
 from kiln.model_defs.registry import Family
 
@@ -69,6 +70,8 @@ def build_model_module(
         "max_batch_size": 1,
         "params": [{**p, "preprocs": []} for p in params],
     }
+    # The decode attention pass builds inline RoPE for a sliding-window cache from it.
+    mod = mod.with_attr(ROPE_ATTR, json.dumps(getattr(config, "rope_scaling", None) or {}))
     bb = relax.BlockBuilder(mod)
     with bb.function("_metadata", []):
         bb.emit_func_output(R.str(json.dumps(metadata)))
