@@ -26,6 +26,31 @@ def gpu_kernels() -> dict:
     LOWEST = lowest_float32()
     NO_INDEX = 2147483647  # index of the padding elements of a partial sort block: sorts last
 
+    @T.macro
+    def strided_max(logits, row, vocab, tx, best, best_at, part_max, part_arg):
+        # Thread tx scans positions tx, tx + TX, ... in ascending order, so a strict comparison
+        # keeps its first maximum; its result goes to part_max/part_arg[tx], then a barrier. Index
+        # `vocab` marks a thread that saw no position (vocab < TX).
+        best[0] = LOWEST
+        best_at[0] = vocab
+        for k in T.serial(T.ceildiv(vocab, TX)):
+            i: T.let[T.int32] = k * TX + tx
+            if i < vocab:
+                if T.Or(logits[row, 0, i] > best[0], best_at[0] == vocab):
+                    best[0] = logits[row, 0, i]
+                    best_at[0] = i
+        part_max[tx] = best[0]
+        part_arg[tx] = best_at[0]
+        T.tvm_storage_sync("shared")
+
+    @T.macro
+    def take_if_better(value, at, vocab, best, best_at):
+        # A thread's candidate (value, at) replaces (best, best_at) if it is larger, or equal at a
+        # smaller index (the first maximum); `at` == vocab is no candidate.
+        if at < vocab and T.Or(T.Or(value > best[0], best_at[0] == vocab), value == best[0] and at < best_at[0]):
+            best[0] = value
+            best_at[0] = at
+
     @T.prim_func(private=True, s_tir=True)
     def softmax_with_temperature(var_logits: T.handle, var_temperature: T.handle,
                                  var_probs: T.handle):
@@ -51,26 +76,12 @@ def gpu_kernels() -> dict:
                     best_at = T.sblock_alloc_buffer((1,), "int32", scope="local")
                     total = T.sblock_alloc_buffer((1,), "float32", scope="local")
                     temp: T.let[T.float32] = temperature[row]
-                    best[0] = LOWEST
-                    best_at[0] = vocab
-                    for k in T.serial(T.ceildiv(vocab, TX)):
-                        i: T.let[T.int32] = k * TX + tx
-                        if i < vocab:
-                            if logits[row, 0, i] > best[0] or best_at[0] == vocab:
-                                best[0] = logits[row, 0, i]
-                                best_at[0] = i
-                    part_max[tx] = best[0]
-                    part_arg[tx] = best_at[0]
-                    T.tvm_storage_sync("shared")
+                    strided_max(logits, row, vocab, tx, best, best_at, part_max, part_arg)
                     if tx == 0:
                         for t in T.serial(TX):
                             value: T.let[T.float32] = part_max[t]
                             at: T.let[T.int32] = part_arg[t]
-                            # Larger value wins; on a tie the smaller index (the first maximum).
-                            if at < vocab and (value > best[0] or best_at[0] == vocab
-                                               or (value == best[0] and at < best_at[0])):
-                                best[0] = value
-                                best_at[0] = at
+                            take_if_better(value, at, vocab, best, best_at)
                         row_max[0] = best[0]
                         row_arg[0] = best_at[0]
                     T.tvm_storage_sync("shared")
@@ -333,10 +344,8 @@ def gpu_kernels() -> dict:
         batch, vocab = T.int32(), T.int32()
         logits = T.match_buffer(var_logits, (batch, 1, vocab), "float32")
         out = T.match_buffer(var_out, (batch,), "int32")
-        # One workgroup per row. Thread tx scans positions tx, tx + TX, ... in ascending order, so
-        # a strict comparison keeps its first maximum; then a tree reduction halves the candidates
-        # LOG_TX times, the larger value or, on a tie, the smaller index winning. Index `vocab`
-        # marks a thread that saw no position (vocab < TX).
+        # One workgroup per row: each thread's strided maximum, then a tree reduction halves the
+        # candidates LOG_TX times.
         for row in T.thread_binding(batch, thread="blockIdx.x"):
             for tx in T.thread_binding(TX, thread="threadIdx.x"):
                 with T.sblock("argmax"):
@@ -346,17 +355,7 @@ def gpu_kernels() -> dict:
                     part_arg = T.sblock_alloc_buffer((TX,), "int32", scope="shared")
                     best = T.sblock_alloc_buffer((1,), "float32", scope="local")
                     best_at = T.sblock_alloc_buffer((1,), "int32", scope="local")
-                    best[0] = LOWEST
-                    best_at[0] = vocab
-                    for k in T.serial(T.ceildiv(vocab, TX)):
-                        i: T.let[T.int32] = k * TX + tx
-                        if i < vocab:
-                            if logits[row, 0, i] > best[0] or best_at[0] == vocab:
-                                best[0] = logits[row, 0, i]
-                                best_at[0] = i
-                    part_max[tx] = best[0]
-                    part_arg[tx] = best_at[0]
-                    T.tvm_storage_sync("shared")
+                    strided_max(logits, row, vocab, tx, best, best_at, part_max, part_arg)
                     for step in T.serial(LOG_TX):
                         # Threads below `half` take in the candidate `half` places above theirs.
                         # Each step reads, waits for the workgroup, then writes (the shape TVM's
@@ -365,10 +364,7 @@ def gpu_kernels() -> dict:
                         if tx < half:
                             value: T.let[T.float32] = part_max[tx + half]
                             at: T.let[T.int32] = part_arg[tx + half]
-                            if at < vocab and (value > best[0] or best_at[0] == vocab
-                                               or (value == best[0] and at < best_at[0])):
-                                best[0] = value
-                                best_at[0] = at
+                            take_if_better(value, at, vocab, best, best_at)
                         T.tvm_storage_sync("shared")
                         if tx < half:
                             part_max[tx] = best[0]
