@@ -1,6 +1,6 @@
 """kiln's flash-decoding attention kernel (compiler/kernels/attention_decode.py) on WebGPU in
 Chromium, against NumPy and against nn.llm's decode kernel it replaces: the same paged KV cache
-layout (pages shuffled so that the page table matters), GQA shapes of SmolLM2-135M and Llama 3.2,
+layout (pages shuffled so that the page table matters), GQA shapes of SmolLM2-135M, Llama 3.2 and Mistral,
 one head per group, batches of sequences whose lengths cover an empty split, a partial last page,
 one token and a context long enough for the full number of splits, and the sliding-window form
 (with evicted tokens at the start of the first page) with inline RoPE, as TVM's KV cache runs it:
@@ -16,7 +16,7 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.relax.frontend.nn.llm._decode_kernels import _attention_decode
 
-from kiln.kernels.attention_decode import MAX_SPLITS, MIN_PAGES_PER_SPLIT, REPLACED, RULE_NAME, decode_attention
+from kiln.kernels.attention_decode import MAX_SPLITS, REPLACED, RULE_NAME, TILE, decode_attention
 from kiln.kernels.wasm_library import build_wasm_library, make_target
 from kiln.testing.run_library import run_many_in_chromium
 from kiln.testing.smoke import output_array, tensor_arg
@@ -24,8 +24,9 @@ from kiln.testing.smoke import output_array, tensor_arg
 PAGE = 16
 # (query heads, KV heads, head dim): SmolLM2-135M, Llama 3.2 1B, plain multi-head at D 128
 SHAPES = [(9, 3, 64), (32, 8, 64), (4, 4, 128), (4, 2, 128)]
-# per batch: the sequences' lengths; the last one needs MAX_SPLITS splits of several pages
-LENGTHS = [[1], [17, 5], [PAGE * MAX_SPLITS * MIN_PAGES_PER_SPLIT + 37]]
+# per batch: the sequences' lengths. [300, 3]: 5 splits, of which the short sequence fills one; the
+# last: all MAX_SPLITS splits of whole tiles, the last tile partial.
+LENGTHS = [[1], [17, 5], [300, 3], [TILE * MAX_SPLITS - 5]]
 SM_SCALE = 0.125
 WINDOW_OFFSET = 5
 ROPE_THETA = 10000.0

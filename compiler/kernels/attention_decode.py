@@ -6,8 +6,9 @@ for SmolLM2-135M on a GPU with a hundred cores, and a cost per token of context 
 decode step at a few hundred tokens. This kernel, with the same signature and semantics, runs in two
 launches:
 
-1. partial attention: one workgroup per (sequence, KV head, split). The splits cut the sequence's
-   pages into equal runs, so that a long context spreads over up to MAX_SPLITS workgroups per head.
+1. partial attention: one workgroup per (sequence, KV head, split). The splits cut the sequence
+   into runs of whole tiles (a split of less than a tile would leave threads idle), so that a long
+   context spreads over up to MAX_SPLITS workgroups per head.
    A workgroup walks its run TILE tokens at a time: each thread scores one token against all the
    query heads of the group (GQA: a K row is read once for the group), a barrier, then each thread
    folds the tile into the online-softmax state of one (query head, 4 values of D); a barrier.
@@ -36,7 +37,6 @@ from tvm.relax.frontend.nn.llm._kernel_common import _rope
 TILE = 64  # tokens per tile = threads per workgroup of the partial launch
 VEC = 4  # values of D per thread in the output fold
 MAX_SPLITS = 16
-MIN_PAGES_PER_SPLIT = 2
 NEG = -5e4  # below any real score: exp2(NEG - m) is 0
 EMPTY_LSE = -1e30  # a split without tokens
 
@@ -64,8 +64,8 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
 
     def n_splits(nnz_pages):
         # From a shape (the page table's size), so that the host knows the grid: for a batch of one
-        # sequence, one split per MIN_PAGES_PER_SPLIT pages, at most MAX_SPLITS.
-        return T.max(1, T.min(MAX_SPLITS, (nnz_pages + MIN_PAGES_PER_SPLIT - 1) // MIN_PAGES_PER_SPLIT))
+        # sequence, one split per tile's worth of pages, at most MAX_SPLITS.
+        return T.max(1, T.min(MAX_SPLITS, (nnz_pages * page_size + TILE - 1) // TILE))
 
     def seq_offset(length_info, b, pos):
         if not sliding_window:
@@ -124,7 +124,9 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                         page_begin: T.let[T.int32] = indptr[b]
                         n_pages: T.let[T.int32] = indptr[b + 1] - page_begin
                         length: T.let[T.int32] = T.if_then_else(n_pages > 0, chunk_len(length_info, b, n_pages), 0)
-                        per_split: T.let[T.int32] = (n_pages + n_splits(nnz_pages) - 1) // n_splits(nnz_pages) * page_size
+                        # tokens per split: the sequence's pages shared out, rounded up to whole tiles
+                        per_split: T.let[T.int32] = ((n_pages + n_splits(nnz_pages) - 1) // n_splits(nnz_pages)
+                                                     * page_size + TILE - 1) // TILE * TILE
                         t_begin: T.let[T.int32] = by * per_split
                         t_end: T.let[T.int32] = T.min(length, t_begin + per_split)
                         for i in T.serial(q_loads):
