@@ -41,7 +41,9 @@ def kernel_module():
     for (h_qo, h_kv, d), sliding_window in itertools.product(SHAPES, (False, True)):
         tag = f"{h_qo}_{h_kv}_{d}" + ("_sw" if sliding_window else "")
         with target:
-            kernels = {"kiln": decode_attention(h_qo, h_kv, d, "float32", PAGE, sliding_window, f"kiln_decode_{tag}", {}),
+            # One tile per split at least (models get MIN_TILES_PER_SPLIT): the split logic whole at test sizes.
+            kernels = {"kiln": decode_attention(h_qo, h_kv, d, "float32", PAGE, sliding_window, f"kiln_decode_{tag}", {},
+                                                tiles_per_split=1),
                        "nnllm": _attention_decode(h_kv, h_qo, d, "float32", sliding_window, {}, target)}
         b, p, n = (tirx.Var(x, "int64") for x in "bpn")
         shapes = [(b, h_qo, d), (p, 2, h_kv, PAGE, d), (b + 1,), (n,), ((3, b) if sliding_window else (b,)),
