@@ -153,26 +153,28 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                                 acc[w, v] = 0.0
                         T.tvm_storage_sync("shared")
                         for tile in T.serial((T.max(t_end - t_begin, 0) + TILE - 1) // TILE):
-                            # 1. this thread's token: its page and slot, and its score for each query head
-                            #    (the key read once for the whole group, rotated first under inline RoPE)
+                            # 1. this thread's token: its page, and its score for each query head
                             if t_begin + tile * TILE + tx < t_end:
-                                pos: T.let[T.int32] = seq_offset(length_info, b, t_begin + tile * TILE + tx)
-                                page: T.let[T.int32] = values[page_begin + pos // page_size]
-                                page_s[tx] = page
-                                slot_s[tx] = pos % page_size
-                                for g in T.serial(group):
-                                    score_l[g] = 0.0
-                                for k in T.serial(d):
-                                    if inline_rope and rotary_mode == 1:
+                                page_s[tx] = values[page_begin + seq_offset(length_info, b, t_begin + tile * TILE + tx) // page_size]
+                                slot_s[tx] = seq_offset(length_info, b, t_begin + tile * TILE + tx) % page_size
+                                if inline_rope and rotary_mode == 1:
+                                    # the key rotated once per element, for all the group's heads
+                                    for g in T.serial(group):
+                                        score_l[g] = 0.0
+                                    for k in T.serial(d):
                                         f[0] = T.Cast("float32", _rope(
                                             pages, k_rope_pos_offset[b] + t_begin + tile * TILE + tx, d, rope_theta,
-                                            rope_scale, (page, 0, kvh, pos % page_size, k), dtype, rope))
-                                    else:
-                                        f[0] = T.Cast("float32", pages[page, 0, kvh, pos % page_size, k])
+                                            rope_scale, (page_s[tx], 0, kvh, slot_s[tx], k), dtype, rope))
+                                        for g in T.serial(group):
+                                            score_l[g] = score_l[g] + q_s[g, k] * f[0]
                                     for g in T.serial(group):
-                                        score_l[g] = score_l[g] + q_s[g, k] * f[0]
-                                for g in T.serial(group):
-                                    score_s[g, tx] = score_l[g]
+                                        score_s[g, tx] = score_l[g]
+                                else:
+                                    for g in T.serial(group):
+                                        f[0] = 0.0
+                                        for k in T.serial(d):
+                                            f[0] = f[0] + q_s[g, k] * T.Cast("float32", pages[page_s[tx], 0, kvh, slot_s[tx], k])
+                                        score_s[g, tx] = f[0]
                             else:
                                 for g in T.serial(group):
                                     score_s[g, tx] = NEG
