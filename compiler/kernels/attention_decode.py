@@ -10,9 +10,12 @@ launches:
    into runs of whole tiles, at least MIN_TILES_PER_SPLIT of them, so that a long context spreads
    over up to MAX_SPLITS workgroups per head.
    A workgroup walks its run TILE tokens at a time: each thread scores one token against all the
-   query heads of the group (GQA: a K row is read once for the group), a barrier, then each thread
-   folds the tile into the online-softmax state of one (query head, 4 values of D); a barrier.
-   Two barriers per TILE tokens. It writes each split's normalized output and log2-sum-exp.
+   query heads of the group (GQA: each element of its K row is read once for the group), a
+   barrier, then each thread folds the tile into the online-softmax state of one (query head, 4
+   values of D); a barrier. Two barriers per TILE tokens. A tile's slots past the split's end score
+   NEG (weight 0) and name a written slot of the sequence, so the fold's inner loop has no branch
+   (about 10 % less time per kernel on SwiftShader). It writes each split's normalized output and
+   log2-sum-exp.
 2. merge: one workgroup per (sequence, query head) combines the splits' states.
 
 The partial states live in a workspace the runtime allocates per call (a pooled GPU buffer).
@@ -171,11 +174,17 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                                         score_s[g, tx] = score_l[g]
                                 else:
                                     for g in T.serial(group):
-                                        f[0] = 0.0
-                                        for k in T.serial(d):
-                                            f[0] = f[0] + q_s[g, k] * T.Cast("float32", pages[page_s[tx], 0, kvh, slot_s[tx], k])
-                                        score_s[g, tx] = f[0]
+                                        score_l[g] = 0.0
+                                    for k in T.serial(d):
+                                        f[0] = T.Cast("float32", pages[page_s[tx], 0, kvh, slot_s[tx], k])
+                                        for g in T.serial(group):
+                                            score_l[g] = score_l[g] + q_s[g, k] * f[0]
+                                    for g in T.serial(group):
+                                        score_s[g, tx] = score_l[g]
                             else:
+                                # past the split's end: weight 0 on a slot of this sequence (finite)
+                                page_s[tx] = values[page_begin]
+                                slot_s[tx] = 0
                                 for g in T.serial(group):
                                     score_s[g, tx] = NEG
                             T.tvm_storage_sync("shared")
@@ -191,12 +200,11 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                                         acc[w, v] = acc[w, v] * f[2]
                                     run_max[w] = f[1]
                                     for j in T.serial(TILE):
-                                        if t_begin + tile * TILE + j < t_end:
-                                            f[2] = T.exp2(score_s[(w * TILE + tx) // lanes, j] - f[1])
-                                            run_sum[w] = run_sum[w] + f[2]
-                                            for v in T.vectorized(VEC):
-                                                acc[w, v] = acc[w, v] + f[2] * T.Cast("float32", pages[
-                                                    page_s[j], 1, kvh, slot_s[j], (w * TILE + tx) % lanes * VEC + v])
+                                        f[2] = T.exp2(score_s[(w * TILE + tx) // lanes, j] - f[1])
+                                        run_sum[w] = run_sum[w] + f[2]
+                                        for v in T.vectorized(VEC):
+                                            acc[w, v] = acc[w, v] + f[2] * T.Cast("float32", pages[
+                                                page_s[j], 1, kvh, slot_s[j], (w * TILE + tx) % lanes * VEC + v])
                             T.tvm_storage_sync("shared")
                         for w in T.serial(per_thread):
                             if w * TILE + tx < items:
