@@ -40,9 +40,6 @@ class LinearTiles:
     tokens: int = 1      # tokens (m) per thread; > 1 reuses each dequantized weight
 
 
-PREFILL_TOKENS = 8  # tokens per thread in a prefill linear (see default_tiles)
-
-
 class LinearRule:
     """kiln's int4 (and plain) linear kernels, `matmul_nt` from model_defs/layers.py, with any
     elementwise epilogue FuseOps put behind them (residual add, bias, cast). A thread walks K one
@@ -59,14 +56,8 @@ class LinearRule:
             return None
         sch, mm, epilogues, group_stages, m, n, k, m_static, n_extent, k_extent = found
         t = (self.tiles or default_tiles)(m_static, n_extent, k_extent)
-        if not epilogues:
-            # The write-out stage, made before the token split, keeps the tensor's own extent, so
-            # that (like an epilogue) it is predicated to the tokens that exist.
-            epilogues = [sch.cache_write(mm, 0, "local")]
         word, outer, kg, kw, ki = _split_k(sch, k, group_stages, k_extent)
         bn, tn, vn = sch.split(n, [None, t.rows, t.per_thread])
-        # Unpredicated, so that the sums keep a constant size (WebGPU allocates nothing symbolic):
-        # a tile's sums past the last token are computed from clamped reads and never written.
         bm, vm = sch.split(m, [None, t.tokens], disable_predication=True)
         sch.reorder(bm, bn, tn, *outer, kw, ki, vm, vn)
         sch.bind(bm, "blockIdx.y")
@@ -157,17 +148,17 @@ def _group_size(sch, group_stages: list, k: int) -> int | None:
 def default_tiles(m_static: int | None, n: int, k: int) -> LinearTiles:
     """Tiles measured on SwiftShader (scripts/bench_runtime.py --kernels), kept GPU-shaped: 32
     threads (one warp) per workgroup, no barriers. Decode (one token): each thread takes up to 8
-    rows, as many as leave at least 8 workgroups to spread over the cores. Prefill: PREFILL_TOKENS
-    tokens x 2 rows per thread, each dequantized weight serving that many tokens (SmolLM2-135M's
-    four prefill linears at 107 tokens, per layer: 1.85 s with 1 token x 2 rows, 1.45 s with 8 x 2;
-    8 x 8, 4 x 4, 16 x 2 and 32 x 1 were slower). A tile past the last token writes nothing there:
-    its write-out is predicated (it once was not, for kernels without an epilogue, and WebGPU's
-    robustness clamped those writes onto the pooled buffer's last element, at random)."""
+    rows, as many as leave at least 8 workgroups to spread over the cores. Prefill: 1 token x 2
+    rows per thread. (8 tokens per thread reused each dequantized weight 8 times, but the token
+    split is unpredicated, as WebGPU needs constant local sizes: a tile past the last token wrote
+    beyond the tensor, and where the pooled buffer ended there WebGPU's robustness clamped those
+    writes onto the last element, at random: one-call prefills of 4, 12, 20... tokens went wrong
+    on SwiftShader.)"""
     threads = 32
     if m_static is not None and m_static <= 2:
         per_thread = next((p for p in (8, 4, 2) if n // (threads * p) >= 8), 1)
         return LinearTiles(rows=threads, per_thread=per_thread, tokens=m_static)
-    return LinearTiles(rows=threads, per_thread=2, tokens=PREFILL_TOKENS)
+    return LinearTiles(rows=threads, per_thread=2, tokens=1)
 
 
 def _kiln_rules(target) -> list[tuple[str, object]]:
