@@ -81,6 +81,24 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
             return pos
         return T.if_then_else(pos < length_info[2, b], pos, pos - length_info[2, b] + length_info[1, b])
 
+    @T.macro(hygienic=False)
+    def score_token(rotated):
+        # This thread's token against each query head of the group, each key element read once
+        # (rotated at the token's position under inline RoPE); `rotated` is chosen when parsing.
+        for g in T.serial(group):
+            score_l[g] = 0.0
+        for k in T.serial(d):
+            if rotated:
+                f[0] = T.Cast("float32", _rope(
+                    pages, k_rope_pos_offset[b] + t_begin + tile * TILE + tx, d, rope_theta,
+                    rope_scale, (page_s[tx], 0, kvh, slot_s[tx], k), dtype, rope))
+            else:
+                f[0] = T.Cast("float32", pages[page_s[tx], 0, kvh, slot_s[tx], k])
+            for g in T.serial(group):
+                score_l[g] = score_l[g] + q_s[g, k] * f[0]
+        for g in T.serial(group):
+            score_s[g, tx] = score_l[g]
+
     @T.prim_func(s_tir=True)
     def decode(q_handle: T.handle, pages_handle: T.handle, indptr_handle: T.handle, values_handle: T.handle,
                length_info_handle: T.handle, k_rope_pos_offset_handle: T.handle, q_rope_position_handle: T.handle,
@@ -160,29 +178,12 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                             if t_begin + tile * TILE + tx < t_end:
                                 page_s[tx] = values[page_begin + seq_offset(length_info, b, t_begin + tile * TILE + tx) // page_size]
                                 slot_s[tx] = seq_offset(length_info, b, t_begin + tile * TILE + tx) % page_size
-                                # The same loop in both branches, the branch outside it: inside the
-                                # k loop (7ee6c5a) it slowed a model's decode at 600 tokens by 25 %.
+                                # The branch outside the k loop: inside it (7ee6c5a) it slowed a
+                                # model's decode at 600 tokens by 25 %.
                                 if inline_rope and rotary_mode == 1:
-                                    # the key rotated once per element, for all the group's heads
-                                    for g in T.serial(group):
-                                        score_l[g] = 0.0
-                                    for k in T.serial(d):
-                                        f[0] = T.Cast("float32", _rope(
-                                            pages, k_rope_pos_offset[b] + t_begin + tile * TILE + tx, d, rope_theta,
-                                            rope_scale, (page_s[tx], 0, kvh, slot_s[tx], k), dtype, rope))
-                                        for g in T.serial(group):
-                                            score_l[g] = score_l[g] + q_s[g, k] * f[0]
-                                    for g in T.serial(group):
-                                        score_s[g, tx] = score_l[g]
+                                    score_token(True)
                                 else:
-                                    for g in T.serial(group):
-                                        score_l[g] = 0.0
-                                    for k in T.serial(d):
-                                        f[0] = T.Cast("float32", pages[page_s[tx], 0, kvh, slot_s[tx], k])
-                                        for g in T.serial(group):
-                                            score_l[g] = score_l[g] + q_s[g, k] * f[0]
-                                    for g in T.serial(group):
-                                        score_s[g, tx] = score_l[g]
+                                    score_token(False)
                             else:
                                 # past the split's end: weight 0 on a slot of this sequence (finite)
                                 page_s[tx] = values[page_begin]
