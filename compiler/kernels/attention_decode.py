@@ -11,8 +11,9 @@ launches:
    over up to MAX_SPLITS workgroups per head.
    A workgroup walks its run TILE tokens at a time: each thread scores one token against all the
    query heads of the group (GQA: each element of its K row is read once for the group), a
-   barrier, then each thread folds the tile into the online-softmax state of one (query head, 4
-   values of D); a barrier. Two barriers per TILE tokens. A tile's slots past the split's end score
+   barrier, then each of D / VEC threads folds the tile into the online-softmax states of all the
+   query heads of the group for its VEC values of D (GQA again: each V row is read once for the
+   group); a barrier. Two barriers per TILE tokens. A tile's slots past the split's end score
    NEG (weight 0) and name a written slot of the sequence, so the fold's inner loop has no branch
    (about 10 % less time per kernel on SwiftShader). It writes each split's normalized output and
    log2-sum-exp.
@@ -56,9 +57,8 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
     from tvm.script import tirx as T
 
     group = h_qo // h_kv
-    lanes = d // VEC  # threads per query head in the fold
-    items = group * lanes
-    per_thread = (items + TILE - 1) // TILE
+    lanes = d // VEC  # threads of the fold, each with VEC values of D for every query head of the group
+    assert lanes <= TILE
     q_loads = (group * d + TILE - 1) // TILE
     log2e = math.log2(math.e)
     inline_rope = rope_scaling is not None
@@ -141,9 +141,10 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                         score_s = T.sblock_alloc_buffer((group, TILE), "float32", scope="shared")
                         page_s = T.sblock_alloc_buffer((TILE,), "int32", scope="shared")
                         slot_s = T.sblock_alloc_buffer((TILE,), "int32", scope="shared")
-                        acc = T.sblock_alloc_buffer((per_thread, VEC), "float32", scope="local")
-                        run_max = T.sblock_alloc_buffer((per_thread,), "float32", scope="local")
-                        run_sum = T.sblock_alloc_buffer((per_thread,), "float32", scope="local")
+                        acc = T.sblock_alloc_buffer((group, VEC), "float32", scope="local")
+                        v_l = T.sblock_alloc_buffer((VEC,), "float32", scope="local")
+                        run_max = T.sblock_alloc_buffer((group,), "float32", scope="local")
+                        run_sum = T.sblock_alloc_buffer((group,), "float32", scope="local")
                         f = T.sblock_alloc_buffer((3,), "float32", scope="local")
                         score_l = T.sblock_alloc_buffer((group,), "float32", scope="local")
                         b: T.let[T.int32] = bx // h_kv
@@ -167,11 +168,11 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                                     q_s[(i * TILE + tx) // d, (i * TILE + tx) % d] = T.Cast(
                                         "float32", Q[b, kvh * group + (i * TILE + tx) // d, (i * TILE + tx) % d]
                                     ) * sm_scale * log2e
-                        for w in T.serial(per_thread):
-                            run_max[w] = NEG
-                            run_sum[w] = 0.0
+                        for g in T.serial(group):
+                            run_max[g] = NEG
+                            run_sum[g] = 0.0
                             for v in T.vectorized(VEC):
-                                acc[w, v] = 0.0
+                                acc[g, v] = 0.0
                         T.tvm_storage_sync("shared")
                         for tile in T.serial((T.max(t_end - t_begin, 0) + TILE - 1) // TILE):
                             # 1. this thread's token: its page, and its score for each query head
@@ -191,33 +192,35 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                                 for g in T.serial(group):
                                     score_s[g, tx] = NEG
                             T.tvm_storage_sync("shared")
-                            # 2. fold the tile into this thread's (query head, VEC values) states
-                            for w in T.serial(per_thread):
-                                if w * TILE + tx < items:
-                                    f[1] = run_max[w]
+                            # 2. fold the tile into this thread's states: VEC values of D (from each V row,
+                            # read once for the group) for every query head of the group
+                            if tx < lanes:
+                                for g in T.unroll(group):
+                                    f[1] = run_max[g]
                                     for j in T.serial(TILE):
-                                        f[1] = T.max(f[1], score_s[(w * TILE + tx) // lanes, j])
-                                    f[2] = T.exp2(run_max[w] - f[1])
-                                    run_sum[w] = run_sum[w] * f[2]
+                                        f[1] = T.max(f[1], score_s[g, j])
+                                    f[2] = T.exp2(run_max[g] - f[1])
+                                    run_sum[g] = run_sum[g] * f[2]
                                     for v in T.vectorized(VEC):
-                                        acc[w, v] = acc[w, v] * f[2]
-                                    run_max[w] = f[1]
-                                    for j in T.serial(TILE):
-                                        f[2] = T.exp2(score_s[(w * TILE + tx) // lanes, j] - f[1])
-                                        run_sum[w] = run_sum[w] + f[2]
+                                        acc[g, v] = acc[g, v] * f[2]
+                                    run_max[g] = f[1]
+                                for j in T.serial(TILE):
+                                    for v in T.vectorized(VEC):
+                                        v_l[v] = T.Cast("float32", pages[page_s[j], 1, kvh, slot_s[j], tx * VEC + v])
+                                    for g in T.unroll(group):
+                                        f[2] = T.exp2(score_s[g, j] - run_max[g])
+                                        run_sum[g] = run_sum[g] + f[2]
                                         for v in T.vectorized(VEC):
-                                            acc[w, v] = acc[w, v] + f[2] * T.Cast("float32", pages[
-                                                page_s[j], 1, kvh, slot_s[j], (w * TILE + tx) % lanes * VEC + v])
+                                            acc[g, v] = acc[g, v] + f[2] * v_l[v]
                             T.tvm_storage_sync("shared")
-                        for w in T.serial(per_thread):
-                            if w * TILE + tx < items:
+                        if tx < lanes:
+                            for g in T.unroll(group):
                                 for v in T.vectorized(VEC):
-                                    part_out[b, kvh * group + (w * TILE + tx) // lanes, by,
-                                             (w * TILE + tx) % lanes * VEC + v] = T.if_then_else(
-                                        run_sum[w] > 0.0, acc[w, v] / run_sum[w], 0.0)
-                                if (w * TILE + tx) % lanes == 0:
-                                    part_lse[b, kvh * group + (w * TILE + tx) // lanes, by] = T.if_then_else(
-                                        run_sum[w] > 0.0, run_max[w] + T.log2(run_sum[w]), EMPTY_LSE)
+                                    part_out[b, kvh * group + g, by, tx * VEC + v] = T.if_then_else(
+                                        run_sum[g] > 0.0, acc[g, v] / run_sum[g], 0.0)
+                                if tx == 0:
+                                    part_lse[b, kvh * group + g, by] = T.if_then_else(
+                                        run_sum[g] > 0.0, run_max[g] + T.log2(run_sum[g]), EMPTY_LSE)
 
         for bx in T.thread_binding(B, thread="blockIdx.x"):
             for by in T.thread_binding(h_qo, thread="blockIdx.y"):
