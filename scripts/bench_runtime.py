@@ -13,8 +13,9 @@ Per backend it prints:
   long context). No logit_bias keeps the stop tokens away (it would take kiln's CPU sampler, and
   the plain greedy path is what users run), so a reply may stop early: the table says how many
   tokens each decoded;
-- on WebGPU, per decode step: compute dispatches, queue submits and bytes read back to JavaScript,
-  counted on the WebGPU API itself (runtime_web/harness/bench_engine.mjs).
+- on WebGPU, per decode step: its median wall time (between two readbacks; steadier than tok/s,
+  which also carries the first token's share of the prefill), compute dispatches, queue submits and
+  bytes read back to JavaScript, counted on the WebGPU API itself (runtime_web/harness/bench_engine.mjs).
 One short warm-up request runs first (the first call of every kernel compiles and allocates).
 
 --webllm also runs the same bundle, the same requests and the same counters through WebLLM 0.2.86
@@ -123,21 +124,24 @@ def print_engine(out: dict, quantization: str) -> None:
     phases = ", ".join(f"{name} {p['last'] - p['first']:.1f} s (ends at {p['last']:.1f} s)"
                        for name, p in out["loadPhases"].items())
     print(f"load {out['loadSeconds']:.1f} s: {phases}")
-    header = ("request", "prompt tok", "prefill tok/s", "new tok", "decode tok/s", "dispatch/step", "submit/step",
-              "read B/step")
+    header = ("request", "prompt tok", "prefill tok/s", "new tok", "decode tok/s", "ms/step", "host ms/step", "dispatch/step",
+              "submit/step", "read B/step")
     print("  ".join(f"{h:>13}" for h in header))
     for run in out["runs"]:
         if "promptTokens" not in run:
             print(f"{run['label']:>13}  {run['seconds']:.1f} s")
             continue
         cells = (run["label"], str(run["promptTokens"]), f"{run['prefillTokensPerS']:.2f}", str(run["newTokens"]),
-                 f"{run['decodeTokensPerS']:.2f}", *(f"{run[k]:.0f}" if run[k] is not None else "-"
-                                                      for k in ("dispatchesPerStep", "submitsPerStep", "readBytesPerStep")))
+                 f"{run['decodeTokensPerS']:.2f}", *(f"{run[k]:.0f}" if run.get(k) is not None else "-"
+                                                      for k in ("msPerStep", "hostMs", "dispatchesPerStep", "submitsPerStep",
+                                                                "readBytesPerStep")))
         print("  ".join(f"{c:>13}" for c in cells))
     by_label = {r["label"]: r for r in out["runs"]}
     short, long = by_label.get("context 12"), by_label.get("context 600")
     if short and long:
-        print(f"decode at 600 tokens of context / at 12: {long['decodeTokensPerS'] / short['decodeTokensPerS']:.2f}")
+        print(f"decode at 600 tokens of context / at 12: {long['decodeTokensPerS'] / short['decodeTokensPerS']:.2f}"
+              + (f" (by median step time: {short['msPerStep'] / long['msPerStep']:.2f})"
+                 if short.get("msPerStep") and long.get("msPerStep") else ""))
 
 
 def bench_engine(args) -> int:

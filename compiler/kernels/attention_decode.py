@@ -10,8 +10,9 @@ launches:
    into runs of whole tiles, at least MIN_TILES_PER_SPLIT of them, so that a long context spreads
    over up to MAX_SPLITS workgroups per head.
    A workgroup walks its run TILE tokens at a time: each thread scores one token against all the
-   query heads of the group (GQA: each element of its K row is read once for the group), a
-   barrier, then each of D / VEC threads folds the tile into the online-softmax states of all the
+   query heads of the group (GQA: each element of its K row is read once for the group), with the
+   group's queries in registers (the k loop unrolled; read from shared memory at every k, they were
+   most of the scoring's cost on SwiftShader), a barrier, then each of D / VEC threads folds the tile into the online-softmax states of all the
    query heads of the group for its VEC values of D (GQA again: each V row is read once for the
    group); a barrier. Two barriers per TILE tokens. A tile's slots past the split's end score
    NEG (weight 0) and name a written slot of the sequence, so the fold's inner loop has no branch
@@ -85,18 +86,18 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
     def score_token(rotated):
         # This thread's token against each query head of the group, each key element read once
         # (rotated at the token's position under inline RoPE); `rotated` is chosen when parsing.
-        for g in T.serial(group):
+        for g in T.unroll(group):
             score_l[g] = 0.0
-        for k in T.serial(d):
+        for k in T.serial(d) if rotated else T.unroll(d):
             if rotated:
                 f[0] = T.Cast("float32", _rope(
                     pages, k_rope_pos_offset[b] + t_begin + tile * TILE + tx, d, rope_theta,
                     rope_scale, (page_s[tx], 0, kvh, slot_s[tx], k), dtype, rope))
             else:
                 f[0] = T.Cast("float32", pages[page_s[tx], 0, kvh, slot_s[tx], k])
-            for g in T.serial(group):
-                score_l[g] = score_l[g] + q_s[g, k] * f[0]
-        for g in T.serial(group):
+            for g in T.unroll(group):
+                score_l[g] = score_l[g] + q_l[g, k] * f[0]
+        for g in T.unroll(group):
             score_s[g, tx] = score_l[g]
 
     @T.prim_func(s_tir=True)
@@ -147,6 +148,7 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                         run_sum = T.sblock_alloc_buffer((group,), "float32", scope="local")
                         f = T.sblock_alloc_buffer((3,), "float32", scope="local")
                         score_l = T.sblock_alloc_buffer((group,), "float32", scope="local")
+                        q_l = T.sblock_alloc_buffer((group, d), "float32", scope="local")
                         b: T.let[T.int32] = bx // h_kv
                         kvh: T.let[T.int32] = bx % h_kv
                         page_begin: T.let[T.int32] = indptr[b]
@@ -174,6 +176,9 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                             for v in T.vectorized(VEC):
                                 acc[g, v] = 0.0
                         T.tvm_storage_sync("shared")
+                        for g in T.unroll(group):
+                            for k in T.unroll(d):
+                                q_l[g, k] = q_s[g, k]
                         for tile in T.serial((T.max(t_end - t_begin, 0) + TILE - 1) // TILE):
                             # 1. this thread's token: its page, and its score for each query head
                             if t_begin + tile * TILE + tx < t_end:

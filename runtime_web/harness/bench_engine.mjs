@@ -16,7 +16,13 @@ export function countGpuWork(scope = globalThis) {
     if (typeof original !== "function") return false;
     proto[name] = function (...args) {
       before.call(this, ...args);
-      return original.apply(this, args);
+      const result = original.apply(this, args);
+      const step = this.__kilnStep;
+      if (step && result instanceof Promise) {
+        this.__kilnStep = undefined;
+        result.then(() => { step.mapped = performance.now(); }, () => {});
+      }
+      return result;
     };
     return true;
   };
@@ -27,11 +33,29 @@ export function countGpuWork(scope = globalThis) {
       const bytes = size ?? this.size - offset;
       counts.reads++;
       counts.readBytes += bytes;
-      counts.steps.push({ dispatches: counts.dispatches - last.dispatches, submits: counts.submits - last.submits,
-                          readBytes: bytes });
+      const step = { dispatches: counts.dispatches - last.dispatches, submits: counts.submits - last.submits,
+                     readBytes: bytes, at: performance.now(), mapped: null };
+      counts.steps.push(step);
+      this.__kilnStep = step;
       last = { dispatches: counts.dispatches, submits: counts.submits };
     });
   return ok ? counts : null;
+}
+
+/** The median time between the last `decodes` readbacks and the one before each: one decode step's
+ * wall time, without the first token's share of the prefill or an occasional stall. */
+function stepMs(counts, decodes) {
+  if (!counts || decodes < 1 || counts.steps.length < decodes + 1) return null;
+  const at = counts.steps.slice(-(decodes + 1)).map((s) => s.at);
+  return median(at.slice(1).map((t, i) => t - at[i]));
+}
+
+/** The median time from a step's readback being mapped to the next step's readback request: the
+ * host's share of a step (JavaScript, the WASM runtime, encoding), the GPU may run meanwhile. */
+function hostMs(counts, decodes) {
+  if (!counts || decodes < 1 || counts.steps.length < decodes + 1) return null;
+  const steps = counts.steps.slice(-(decodes + 1));
+  return median(steps.slice(1).map((s, i) => s.at - steps[i].mapped));
 }
 
 const median = (xs) => {
@@ -89,6 +113,8 @@ export async function benchEngine(createEngine, { bundleUrl, backend, plan, logi
         dispatchesPerStep: median(steps.map((s) => s.dispatches)),
         submitsPerStep: median(steps.map((s) => s.submits)),
         readBytesPerStep: median(steps.map((s) => s.readBytes)),
+        msPerStep: stepMs(counts, decodes),
+        hostMs: hostMs(counts, decodes),
         text: reply.choices[0].text,
       });
     }
@@ -134,6 +160,8 @@ export async function benchWebLLM(webllm, { modelUrl, libUrl, plan, warmup, coun
         dispatchesPerStep: median(steps.map((s) => s.dispatches)),
         submitsPerStep: median(steps.map((s) => s.submits)),
         readBytesPerStep: median(steps.map((s) => s.readBytes)),
+        msPerStep: stepMs(counts, decodes),
+        hostMs: hostMs(counts, decodes),
         text: reply.choices[0].text,
       });
     }
