@@ -14,8 +14,10 @@ Per backend it prints:
   the plain greedy path is what users run), so a reply may stop early: the table says how many
   tokens each decoded;
 - on WebGPU, per decode step: its median wall time (between two readbacks; steadier than tok/s,
-  which also carries the first token's share of the prefill), compute dispatches, queue submits and
-  bytes read back to JavaScript, counted on the WebGPU API itself (runtime_web/harness/bench_engine.mjs).
+  which also carries the first token's share of the prefill) and the host's share of it (from one
+  readback mapped to the next one's request: JavaScript, the WASM runtime, encoding), compute
+  dispatches, queue submits and bytes read back to JavaScript, counted on the WebGPU API itself
+  (runtime_web/harness/bench_engine.mjs).
 One short warm-up request runs first (the first call of every kernel compiles and allocates).
 
 --webllm also runs the same bundle, the same requests and the same counters through WebLLM 0.2.86
@@ -124,17 +126,17 @@ def print_engine(out: dict, quantization: str) -> None:
     phases = ", ".join(f"{name} {p['last'] - p['first']:.1f} s (ends at {p['last']:.1f} s)"
                        for name, p in out["loadPhases"].items())
     print(f"load {out['loadSeconds']:.1f} s: {phases}")
-    header = ("request", "prompt tok", "prefill tok/s", "new tok", "decode tok/s", "ms/step", "host ms/step", "dispatch/step",
-              "submit/step", "read B/step")
+    header = ("request", "prompt tok", "prefill tok/s", "new tok", "decode tok/s", "ms/step", "host ms/step",
+              "dispatch/step", "submit/step", "read B/step")
     print("  ".join(f"{h:>13}" for h in header))
     for run in out["runs"]:
         if "promptTokens" not in run:
             print(f"{run['label']:>13}  {run['seconds']:.1f} s")
             continue
         cells = (run["label"], str(run["promptTokens"]), f"{run['prefillTokensPerS']:.2f}", str(run["newTokens"]),
-                 f"{run['decodeTokensPerS']:.2f}", *(f"{run[k]:.0f}" if run.get(k) is not None else "-"
-                                                      for k in ("msPerStep", "hostMs", "dispatchesPerStep", "submitsPerStep",
-                                                                "readBytesPerStep")))
+                 f"{run['decodeTokensPerS']:.2f}",
+                 *(f"{run[k]:.0f}" if run.get(k) is not None else "-"
+                   for k in ("msPerStep", "hostMs", "dispatchesPerStep", "submitsPerStep", "readBytesPerStep")))
         print("  ".join(f"{c:>13}" for c in cells))
     by_label = {r["label"]: r for r in out["runs"]}
     short, long = by_label.get("context 12"), by_label.get("context 600")

@@ -12,12 +12,12 @@ launches:
    A workgroup walks its run TILE tokens at a time: each thread scores one token against all the
    query heads of the group (GQA: each element of its K row is read once for the group), with the
    group's queries in registers (the k loop unrolled; read from shared memory at every k, they were
-   most of the scoring's cost on SwiftShader), a barrier, then each of D / VEC threads folds the tile into the online-softmax states of all the
-   query heads of the group for its VEC values of D (GQA again: each V row is read once for the
-   group); a barrier. Two barriers per TILE tokens. A tile's slots past the split's end score
-   NEG (weight 0) and name a written slot of the sequence, so the fold's inner loop has no branch
-   (about 10 % less time per kernel on SwiftShader). It writes each split's normalized output and
-   log2-sum-exp.
+   most of the scoring's cost on SwiftShader), a barrier, then each of D / VEC threads folds the
+   tile into the online-softmax states of all the query heads of the group for its VEC values of D
+   (GQA again: each V row is read once for the group); a barrier. Two barriers per TILE tokens. A
+   tile's slots past the split's end score NEG (weight 0) and name a written slot of the sequence,
+   so the fold's inner loop has no branch (about 10 % less time per kernel on SwiftShader). It
+   writes each split's normalized output and log2-sum-exp.
 2. merge: one workgroup per (sequence, query head) combines the splits' states.
 
 The partial states live in a workspace the runtime allocates per call (a pooled GPU buffer).
@@ -85,7 +85,9 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
     @T.macro(hygienic=False)
     def score_token(rotated):
         # This thread's token against each query head of the group, each key element read once
-        # (rotated at the token's position under inline RoPE); `rotated` is chosen when parsing.
+        # (rotated at the token's position under inline RoPE); `rotated` is chosen when parsing. The
+        # plain form unrolls k, so that q_l's indices are constants (registers); the RoPE form keeps
+        # the loop (unrolled too, its shader lost SwiftShader's device when compiled).
         for g in T.unroll(group):
             score_l[g] = 0.0
         for k in T.serial(d) if rotated else T.unroll(d):
@@ -148,6 +150,8 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                         run_sum = T.sblock_alloc_buffer((group,), "float32", scope="local")
                         f = T.sblock_alloc_buffer((3,), "float32", scope="local")
                         score_l = T.sblock_alloc_buffer((group,), "float32", scope="local")
+                        # group x D floats a thread: 192 for SmolLM2, 256 for Llama 3.2 1B (a real
+                        # GPU may spill some of them; not measured)
                         q_l = T.sblock_alloc_buffer((group, d), "float32", scope="local")
                         b: T.let[T.int32] = bx // h_kv
                         kvh: T.let[T.int32] = bx % h_kv

@@ -15,13 +15,9 @@ export function countGpuWork(scope = globalThis) {
     const original = proto?.[name];
     if (typeof original !== "function") return false;
     proto[name] = function (...args) {
-      before.call(this, ...args);
+      const after = before.call(this, ...args);  // optionally a function of the call's result
       const result = original.apply(this, args);
-      const step = this.__kilnStep;
-      if (step && result instanceof Promise) {
-        this.__kilnStep = undefined;
-        result.then(() => { step.mapped = performance.now(); }, () => {});
-      }
+      after?.(result);
       return result;
     };
     return true;
@@ -36,8 +32,8 @@ export function countGpuWork(scope = globalThis) {
       const step = { dispatches: counts.dispatches - last.dispatches, submits: counts.submits - last.submits,
                      readBytes: bytes, at: performance.now(), mapped: null };
       counts.steps.push(step);
-      this.__kilnStep = step;
       last = { dispatches: counts.dispatches, submits: counts.submits };
+      return (mapping) => mapping.then(() => { step.mapped = performance.now(); }, () => {});
     });
   return ok ? counts : null;
 }
