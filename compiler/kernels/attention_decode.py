@@ -174,7 +174,7 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                                     q_s[(i * TILE + tx) // d, (i * TILE + tx) % d] = T.Cast(
                                         "float32", Q[b, kvh * group + (i * TILE + tx) // d, (i * TILE + tx) % d]
                                     ) * sm_scale * log2e
-                        for g in T.serial(group):
+                        for g in T.unroll(group):  # unrolled like every use: the states stay in registers
                             run_max[g] = NEG
                             run_sum[g] = 0.0
                             for v in T.vectorized(VEC):
