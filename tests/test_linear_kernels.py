@@ -13,7 +13,12 @@ simd128 vector.
 The packed formats compiler/weights/quantize.py defines each have a linear too (FORMATS): MLC's "_1", kiln's
 scale + min with float16 pairs (scales decoded from their bits in the kernel: subnormal, negative
 and zero ones included), and the per-tensor formats GGUF files carry over (int8 with float16 scales,
-int4 + min with float32 scales, int8 in groups of 16)."""
+int4 + min with float32 scales, int8 in groups of 16).
+
+On WebGPU the weights dequantize in place (layers.py `fields_in_place`: each field masked where it
+lies, its scale times a power of two). Fed the identity matrix as its tokens, each quantized linear
+returns its weights as its kernel dequantizes them, which must equal NumPy's `unpack` bit for bit,
+on both targets."""
 
 from __future__ import annotations
 
@@ -41,14 +46,14 @@ FORMATS = {
 }
 
 
-def linear_module():
+def linear_module(target: str):
     """q4(x, r) = x @ A^T + r with A int4, f32(x) = x @ B^T, packed_formats(x) = x @ P_i^T for each of
     FORMATS, odd(x) = x @ C^T with C in q4f32_2; n symbolic, or 1 in the `*_decode` functions. Each
     function takes the parameters after its inputs: a_q_weight, a_q_scale, b_weight, the packed
-    linears', c's."""
+    linears', c's. Exported as kiln exports a model for `target` (fields in place on GPU targets)."""
     from tvm.relax.frontend import nn
 
-    from kiln.model_defs.layers import Linear
+    from kiln.model_defs.layers import Linear, fields_in_place
 
     class Linears(nn.Module):
         def __init__(self):
@@ -77,7 +82,8 @@ def linear_module():
     for suffix, shape in (("", tokens), ("_decode", one)):
         spec.update({f"q4{suffix}": {"x": shape(Q4_IN), "r": shape(Q4_OUT)}, f"f32{suffix}": {"x": shape(F32_IN)},
                      f"packed_formats{suffix}": {"x": shape(PACKED_IN)}, f"odd{suffix}": {"x": shape(Q4_IN)}})
-    mod, _ = Linears().export_tvm(spec=spec)
+    with fields_in_place("gpu" in make_target(target).keys):
+        mod, _ = Linears().export_tvm(spec=spec)
     return mod
 
 
@@ -99,13 +105,13 @@ def packed_weights(rng) -> tuple[list[np.ndarray], list[np.ndarray]]:
 @pytest.fixture(scope="module")
 def libraries(tmp_path_factory):
     out = tmp_path_factory.mktemp("linear")
-    mod = linear_module()
-    return {target: build_wasm_library(mod, target, out / f"linear_{target}.wasm") for target in ("wasm", "webgpu")}
+    return {target: build_wasm_library(linear_module(target), target, out / f"linear_{target}.wasm")
+            for target in ("wasm", "webgpu")}
 
 
 @pytest.mark.parametrize("target, rule", [("webgpu", "kiln.Linear"), ("wasm", "kiln.LinearCPU")])
 def test_linear_kernels_are_kilns(target, rule):
-    rules = rule_report(scheduled_kernels(linear_module(), make_target(target)))
+    rules = rule_report(scheduled_kernels(linear_module(target), make_target(target)))
     linear = {name: r for name, r in rules.items() if "matmul_nt" in name}
     assert linear and set(linear.values()) == {rule}, rules
 
@@ -145,3 +151,16 @@ def test_linear_kernels_match_numpy(target, libraries, report):
                 np.testing.assert_allclose(got, want, rtol=0, atol=1e-3, err_msg=f"{name}, {n} tokens")
                 worst = max(worst, float(np.abs(got - want).max()))
     report(f"\n[linear kernels, {target}] tokens {TOKENS}: max|diff| {worst:.1e}")
+
+    # x = I: each token picks one column, so the outputs are the weights as the kernels dequantize
+    # them (every product but one is 0 * w), which must be unpack's bit for bit
+    eye = lambda k: np.eye(k, dtype="float32")[None]  # noqa: E731
+    for func, inputs, wants in [("q4", [eye(Q4_IN), np.zeros((1, Q4_IN, Q4_OUT), "float32"), *params], [w_q4]),
+                                ("packed_formats", [eye(PACKED_IN), *params], w_packed),
+                                ("odd", [eye(Q4_IN), *params], [w_odd])]:
+        result = run(libraries[target], {"device": device, "func": func,
+                                         "inputs": [smoke.tensor_arg(a) for a in inputs]})
+        for name, out, want in zip([f"{func} {f}" for f in FORMATS] if len(wants) > 1 else [func],
+                                   result["outputs"], wants):
+            np.testing.assert_array_equal(smoke.output_array(out)[0], want.T.astype("float32"),
+                                          err_msg=f"{name}: weights as dequantized on {target}")

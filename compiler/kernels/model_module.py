@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiln.kernels.attention_decode import ROPE_ATTR
-from kiln.model_defs.layers import WeightFormats
+from kiln.model_defs.layers import WeightFormats, fields_in_place
 from kiln.model_defs.registry import Family
 
 from kiln.weights.quantize import Quantization
@@ -49,7 +49,8 @@ def build_model_module(
 
     formats = formats or weight_formats(quant)
     model = family.model_class(config, formats, target)
-    mod, named_params = model.export_tvm(spec=model.get_default_spec())
+    with fields_in_place("gpu" in target.keys):
+        mod, named_params = model.export_tvm(spec=model.get_default_spec())
     params = [{"name": name, "shape": [int(d) for d in p.shape], "dtype": p.dtype} for name, p in named_params]
     unused = [m for m in formats.per_matrix if not any(p["name"].startswith(m + ".q_") or p["name"] == m + ".weight"
                                                        for p in params)]

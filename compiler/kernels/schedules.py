@@ -45,7 +45,10 @@ class LinearRule:
     elementwise epilogue FuseOps put behind them (residual add, bias, cast). A thread walks K one
     group of a packed weight at a time: it decodes the group's scale (and min) of its rows once
     (the `group_*` stages, in registers), then takes each packed word once and its values in
-    registers."""
+    registers, and loads each x value once for all its rows (before, each row's product loaded it
+    again: 8 loads of one value per word, which nothing merged on SwiftShader). Every loop over a
+    thread's rows is unrolled, so its register arrays are indexed by constants only: SwiftShader
+    keeps a dynamically indexed local array in memory."""
 
     def __init__(self, tiles=None):
         self.tiles = tiles  # None: pick per shape; or a function (m_static, n, k) -> LinearTiles
@@ -67,8 +70,12 @@ class LinearRule:
         for stage in group_stages:
             sch.compute_at(stage, kg)
             sch.set_scope(stage, 0, "local")
+            _unroll_inside(sch, stage, kg)
         if word > 1:
-            _words_once(sch, mm, kw, ki)
+            _unroll_inside(sch, _words_once(sch, mm, kw, ki), kw)
+        x_values = sch.cache_read(mm, 0, "local")  # read 0: x, the product's left operand
+        sch.compute_at(x_values, ki)
+        _unroll_inside(sch, x_values, ki)
         for loop in (vm, vn):
             sch.unroll(loop)
         sch.decompose_reduction(mm, kg)
@@ -126,14 +133,27 @@ def _accumulate_locally(sch, mm, epilogues: list, loop, scope: str = "local") ->
         sch.reverse_compute_at(out, loop)
 
 
-def _words_once(sch, mm, kw, ki, scope: str = "local") -> None:
+def _words_once(sch, mm, kw, ki, scope: str = "local"):
     """Load each packed weight word once (at the word loop, into a `scope` buffer), then take its
-    values in registers."""
+    values in registers. Returns the loading block (None for a kernel without packed words)."""
     reads = [r.source.dtype for r in sch.get(mm).reads]
+    words = None
     if "uint32" in reads:
         words = sch.cache_read(mm, reads.index("uint32"), scope)
         sch.compute_at(words, kw)
     sch.unroll(ki)
+    return words
+
+
+def _unroll_inside(sch, block, at) -> None:
+    """Unroll the loops `block` has inside loop `at` (where it was computed at)."""
+    if block is None:
+        return
+    at = sch.get(at)
+    loops = sch.get_loops(block)
+    inside = [i for i, loop in enumerate(loops) if sch.get(loop).same_as(at)][0] + 1
+    for loop in loops[inside:]:
+        sch.unroll(loop)
 
 
 def _group_size(sch, group_stages: list, k: int) -> int | None:
