@@ -82,6 +82,13 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
             return pos
         return T.if_then_else(pos < length_info[2, b], pos, pos - length_info[2, b] + length_info[1, b])
 
+    def row_start(page, kv, slot, head):
+        # where K (kv 0) or V (1) of `slot` in `page` starts in pages_flat (`head`: this KV head's
+        # offset in a page). Computed once per row into a register: written as pages[...]
+        # at every element, the address (two shared-memory reads, a modulo, four products) was
+        # recomputed per element on SwiftShader.
+        return (page * 2 + kv) * (h_kv * page_size * d) + head + slot * d
+
     @T.macro(hygienic=False)
     def score_token(rotated):
         # This thread's token against each query head of the group, each key element read once
@@ -90,13 +97,14 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
         # the loop (unrolled too, its shader lost SwiftShader's device when compiled).
         for g in T.unroll(group):
             score_l[g] = 0.0
+        row_l[0] = row_start(page_s[tx], 0, slot_s[tx], row_l[1])
         for k in T.serial(d) if rotated else T.unroll(d):
             if rotated:
                 f[0] = T.Cast("float32", _rope(
                     pages, k_rope_pos_offset[b] + t_begin + tile * TILE + tx, d, rope_theta,
                     rope_scale, (page_s[tx], 0, kvh, slot_s[tx], k), dtype, rope))
             else:
-                f[0] = T.Cast("float32", pages[page_s[tx], 0, kvh, slot_s[tx], k])
+                f[0] = T.Cast("float32", pages_flat[row_l[0] + k])
             for g in T.unroll(group):
                 score_l[g] = score_l[g] + q_l[g, k] * f[0]
         for g in T.unroll(group):
@@ -131,6 +139,8 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
             length_info = T.match_buffer(length_info_handle, (B,), "int32", elem_offset=length_offset)
         if rope_scaling is None:
             assert rotary_mode == 0, "kiln's decode attention was built without inline RoPE (RopeMode.NORMAL only)"
+        pages_flat = T.decl_buffer((max_num_pages * 2 * h_kv * page_size * d,), dtype, data=pages.data,
+                                   elem_offset=pages_offset)
         part_out = T.alloc_buffer((B, h_qo, MAX_SPLITS, d), "float32")
         part_lse = T.alloc_buffer((B, h_qo, MAX_SPLITS), "float32")
 
@@ -149,6 +159,7 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                         run_max = T.sblock_alloc_buffer((group,), "float32", scope="local")
                         run_sum = T.sblock_alloc_buffer((group,), "float32", scope="local")
                         f = T.sblock_alloc_buffer((3,), "float32", scope="local")
+                        row_l = T.sblock_alloc_buffer((2,), "int32", scope="local")
                         score_l = T.sblock_alloc_buffer((group,), "float32", scope="local")
                         # group x D floats a thread: 192 for SmolLM2, 256 for Llama 3.2 1B (a real
                         # GPU may spill some of them; not measured)
@@ -163,6 +174,7 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                                                      * page_size + TILE - 1) // TILE * TILE
                         t_begin: T.let[T.int32] = by * per_split
                         t_end: T.let[T.int32] = T.min(length, t_begin + per_split)
+                        row_l[1] = kvh * (page_size * d)
                         for i in T.serial(q_loads):
                             if i * TILE + tx < group * d:
                                 if inline_rope and rotary_mode == 1:
@@ -214,8 +226,9 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                                         acc[g, v] = acc[g, v] * f[2]
                                     run_max[g] = f[1]
                                 for j in T.serial(TILE):
+                                    row_l[0] = row_start(page_s[j], 1, slot_s[j], row_l[1]) + tx * VEC
                                     for v in T.vectorized(VEC):
-                                        v_l[v] = T.Cast("float32", pages[page_s[j], 1, kvh, slot_s[j], tx * VEC + v])
+                                        v_l[v] = T.Cast("float32", pages_flat[row_l[0] + v])
                                     for g in T.unroll(group):
                                         f[2] = T.exp2(score_s[g, j] - run_max[g])
                                         run_sum[g] = run_sum[g] + f[2]
