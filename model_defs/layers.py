@@ -49,8 +49,10 @@ _FIELDS_IN_PLACE = ContextVar("kiln_fields_in_place", default=False)
 @contextmanager
 def fields_in_place(on: bool) -> Iterator[None]:
     """While a model is exported inside this, its quantized weights dequantize with
-    `_field_in_place` (on: GPU targets) rather than `_field` (CPU targets: WebAssembly SIMD shifts
-    every lane by one constant, and LinearCPURule's kernels were 3.6x slower in place)."""
+    `_field_in_place` (on: GPU targets) rather than `_field`. CPU targets keep `_field`: WebAssembly
+    SIMD shifts all lanes by a constant in one instruction, and a first in-place form (2**-place as
+    a division) made LinearCPURule's decode kernels 3.6x slower; not pursued further.
+    compiler/kernels/model_module.py exports every model inside it."""
     token = _FIELDS_IN_PLACE.set(on)
     try:
         yield
