@@ -11,9 +11,9 @@ Per backend it prints:
   with up to 64 new tokens (prefill and decode speed), a 12-token plain prompt with up to 32 new
   tokens (decode at short context), a 600-token chat prompt with up to 32 new tokens (decode at
   long context) and the 12-token prompt again (the 600/12 ratio divides by the mean of the two, so
-  that a machine whose speed drifts during the run biases it less). No logit_bias keeps the stop tokens away (it would take kiln's CPU sampler, and
-  the plain greedy path is what users run), so a reply may stop early: the table says how many
-  tokens each decoded;
+  that a machine whose speed drifts during the run biases it less). No logit_bias keeps the stop
+  tokens away (it would take kiln's CPU sampler, and the plain greedy path is what users run), so a
+  reply may stop early: the table says how many tokens each decoded;
 - on WebGPU, per decode step: its median wall time (between two readbacks; steadier than tok/s,
   which also carries the first token's share of the prefill) and the host's share of it (from one
   readback mapped to the next one's request: JavaScript, the WASM runtime, encoding), compute
@@ -152,7 +152,8 @@ def print_engine(out: dict, quantization: str) -> None:
             return sum(values) / len(values) if all(values) else None
 
         step_ratio = mean("msPerStep") / long["msPerStep"] if mean("msPerStep") and long.get("msPerStep") else None
-        print(f"decode at 600 tokens of context / at 12 (12: the mean of the runs before and after 600): "
+        which = " (12: the mean of the runs before and after 600)" if len(shorts) > 1 else ""
+        print(f"decode at 600 tokens of context / at 12{which}: "
               f"{long['decodeTokensPerS'] / mean('decodeTokensPerS'):.2f}"
               + (f" (by median step time: {step_ratio:.2f})" if step_ratio else ""))
 

@@ -160,6 +160,7 @@ def test_linear_kernels_match_numpy(target, libraries, report):
                                 ("odd", [eye(Q4_IN), *params], [w_odd])]:
         result = run(libraries[target], {"device": device, "func": func,
                                          "inputs": [smoke.tensor_arg(a) for a in inputs]})
+        assert len(result["outputs"]) == len(wants), func
         for name, out, want in zip([f"{func} {f}" for f in FORMATS] if len(wants) > 1 else [func],
                                    result["outputs"], wants):
             np.testing.assert_array_equal(smoke.output_array(out)[0], want.T.astype("float32"),
