@@ -97,7 +97,8 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
         # the loop (unrolled too, its shader lost SwiftShader's device when compiled).
         for g in T.unroll(group):
             score_l[g] = 0.0
-        row_l[0] = row_start(page_s[tx], 0, slot_s[tx], row_l[1])
+        if not rotated:  # (the RoPE form indexes pages through nn.llm's _rope)
+            row_l[0] = row_start(page_s[tx], 0, slot_s[tx], row_l[1])
         for k in T.serial(d) if rotated else T.unroll(d):
             if rotated:
                 f[0] = T.Cast("float32", _rope(
