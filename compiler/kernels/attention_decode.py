@@ -268,7 +268,8 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
     return decode
 
 
-def _shape(func: tirx.PrimFunc, index: int) -> list[int]:
+def param_shape(func: tirx.PrimFunc, index: int) -> list[int]:
+    """The static shape of a PrimFunc parameter (-1 for a symbolic dimension)."""
     return [int(x) if isinstance(x, (int, tirx.IntImm)) else -1 for x in func.params[index].ty.shape]
 
 
@@ -295,8 +296,8 @@ def flash_decode_attention(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         sliding_window = name.endswith("sliding_window")
         if not (isinstance(func, tirx.PrimFunc) and name in REPLACED) or (sliding_window and rope_scaling is None):
             continue
-        _, h_qo, d = _shape(func, 0)
-        _, _, h_kv, page_size, _ = _shape(func, 1)
+        _, h_qo, d = param_shape(func, 0)
+        _, _, h_kv, page_size, _ = param_shape(func, 1)
         dtype = str(func.params[0].ty.dtype)
         kernel = decode_attention(h_qo, h_kv, d, dtype, page_size, sliding_window, name, rope_scaling)
         mod[gv] = kernel.with_attr(SCHEDULE_ATTR, RULE_NAME)

@@ -2,8 +2,9 @@
 replaced. Where TVM's generic-GPU pipeline runs dlight's ApplyDefaultSchedule, kiln runs
 `ScheduleKernels`: kiln's own rules first (the int4 linear kernels: LinearRule here for GPU targets,
 LinearCPURule in schedules_cpu.py for CPU ones), then, on GPU targets, dlight's rules in TVM's
-order. Before that, two of nn.llm's KV-cache kernels are replaced on GPU targets: the attention-state
-merge (race_free_merge_state) and decode attention (attention_decode.py, flash-decoding). The pass
+order. Before that, nn.llm's KV-cache attention kernels are replaced on GPU targets: the attention-state
+merge (race_free_merge_state), decode attention (attention_decode.py, flash-decoding) and prefill
+attention (attention_prefill.py: a chunk against itself and against the cached pages). The pass
 records which rule scheduled each PrimFunc in its `kiln.schedule` attribute, so that `rule_report`
 (and scripts/bench_runtime.py --kernels) can say who scheduled what.
 """
@@ -16,6 +17,7 @@ import tvm
 from tvm import relax, tirx
 
 from kiln.kernels.attention_decode import flash_decode_attention
+from kiln.kernels.attention_prefill import prefill_attention_pass
 
 SCHEDULE_ATTR = "kiln.schedule"
 PRESCHEDULED = "prescheduled"  # written already scheduled (nn.llm's KV cache kernels, sampling)
@@ -327,6 +329,7 @@ def legalize_and_schedule(target) -> list:
         relax.transform.FuseTIR(),
         race_free_merge_state,
         flash_decode_attention,
+        prefill_attention_pass,
         schedule_kernels,
         inline_let_exprs,
     ]
