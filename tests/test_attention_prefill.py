@@ -168,7 +168,8 @@ def test_prefill_attention_on_webgpu(tmp_path):
 
 def test_models_built_for_webgpu_use_it():
     """The KV cache of a model built for WebGPU calls kiln's prefill kernels (a sliding-window model
-    too, for the ragged one), and one built for WASM keeps nn.llm's CPU kernels."""
+    too, for the ragged one, with inline RoPE there only), and one built for WASM keeps nn.llm's CPU
+    kernels."""
     from kiln.checkpoint.folder import load_checkpoint
     from kiln.kernels.model_module import build_model_module
     from kiln.kernels.schedules import rule_report, scheduled_kernels
@@ -181,9 +182,13 @@ def test_models_built_for_webgpu_use_it():
             target = make_target(backend)
             model = build_model_module(ckpt.family, ckpt.model_config, get_quantization("q4f32_1"), target,
                                        context_window=128, prefill_chunk=32, with_sampling=False)
-            report = rule_report(scheduled_kernels(model.mod, target))
+            scheduled = scheduled_kernels(model.mod, target)
+            report = rule_report(scheduled)
             replaced = {name: report.get(name) for name in (RAGGED, PAGED)}
             if backend == "webgpu":
                 assert replaced == {RAGGED: RULE_NAME, PAGED: RULE_NAME}, (variant, replaced)
+                # inline RoPE (cos/sin in the kernel) only where the cache can ask for it: Mistral's window
+                ragged = next(f for gv, f in scheduled.functions_items() if gv.name_hint == RAGGED)
+                assert ("T.cos" in ragged.script()) == (variant == "mistral-tiny"), variant
             else:  # (the CPU ragged kernel has the same name)
                 assert RULE_NAME not in replaced.values(), (variant, replaced)

@@ -279,6 +279,9 @@ RULE_NAME = "kiln.FlashDecodeAttention"  # what rule_report (schedules.py) says 
 # The module attribute that carries the model's rope_scaling (JSON, nn.llm's form; model_module.py
 # sets it): the sliding-window form needs it for inline RoPE, and without it stays nn.llm's.
 ROPE_ATTR = "kiln.rope_scaling"
+# The module attribute that says whether the model has a sliding window (model_module.py sets it;
+# attention_prefill.py builds inline RoPE only then).
+WINDOW_ATTR = "kiln.sliding_window"
 
 
 @tvm.transform.module_pass(opt_level=0, name=RULE_NAME)

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kiln.kernels.attention_decode import ROPE_ATTR
+from kiln.kernels.attention_decode import ROPE_ATTR, WINDOW_ATTR
 from kiln.model_defs.layers import WeightFormats, fields_in_place
 from kiln.model_defs.registry import Family
 
@@ -71,8 +71,10 @@ def build_model_module(
         "max_batch_size": 1,
         "params": [{**p, "preprocs": []} for p in params],
     }
-    # The decode attention pass builds inline RoPE for a sliding-window cache from it.
+    # The attention passes build inline RoPE for a sliding-window cache from these (decode: from
+    # the first; prefill: only when the second says the model has a window).
     mod = mod.with_attr(ROPE_ATTR, json.dumps(getattr(config, "rope_scaling", None) or {}))
+    mod = mod.with_attr(WINDOW_ATTR, cache_window(config) > 0)
     bb = relax.BlockBuilder(mod)
     with bb.function("_metadata", []):
         bb.emit_func_output(R.str(json.dumps(metadata)))
