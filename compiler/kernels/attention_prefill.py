@@ -107,14 +107,18 @@ def prefill_attention(h_qo: int, h_kv: int, d: int, dtype: str, paged: bool, sym
             row_l[r, 0] = T.min((first_row + r * THREADS + tx) // group, q_len - 1)  # token
             row_l[r, 1] = kvh * group + (first_row + r * THREADS + tx) % group  # query head
             row_l[r, 2] = T.if_then_else(causal_on, T.min(kv_len, row_l[r, 0] + 1 + kv_len - q_len), kv_len)
-            for k in T.unroll(d):
-                if inline_rope and rotary_mode == 1:
-                    q_l[r, k] = T.Cast("float32", _rope(
-                        Q, q_rope_position[q_begin + row_l[r, 0]], d, rope_theta, rope_scale,
-                        (q_begin + row_l[r, 0], row_l[r, 1], k), dtype, rope)) * q_scale
-                else:
-                    q_l[r, k] = T.Cast("float32", Q[q_begin + row_l[r, 0], row_l[r, 1], k]) * q_scale
-                acc[r, k] = 0.0
+            # (every loop over D four values at a time: a quarter of the shader's lines, which
+            # SwiftShader compiles while the model loads)
+            for k4 in T.unroll(d // VEC):
+                for v in T.vectorized(VEC):
+                    if inline_rope and rotary_mode == 1:
+                        q_l[r, k4 * VEC + v] = T.Cast("float32", _rope(
+                            Q, q_rope_position[q_begin + row_l[r, 0]], d, rope_theta, rope_scale,
+                            (q_begin + row_l[r, 0], row_l[r, 1], k4 * VEC + v), dtype, rope)) * q_scale
+                    else:
+                        q_l[r, k4 * VEC + v] = T.Cast("float32", Q[q_begin + row_l[r, 0], row_l[r, 1],
+                                                                    k4 * VEC + v]) * q_scale
+                    acc[r, k4 * VEC + v] = 0.0
             run[r, 0] = NEG  # running max
             run[r, 1] = 0.0  # running sum
         for tile in T.serial((kv_limit + TILE - 1) // TILE):
@@ -151,8 +155,9 @@ def prefill_attention(h_qo: int, h_kv: int, d: int, dtype: str, paged: bool, sym
             for r in T.unroll(rows):
                 run[r, 3] = T.exp2(run[r, 0] - run[r, 2])  # rescales what the earlier tiles summed
                 run[r, 1] = run[r, 1] * run[r, 3]
-                for k in T.unroll(d):
-                    acc[r, k] = acc[r, k] * run[r, 3]
+                for k4 in T.unroll(d // VEC):
+                    for v in T.vectorized(VEC):
+                        acc[r, k4 * VEC + v] = acc[r, k4 * VEC + v] * run[r, 3]
                 run[r, 0] = run[r, 2]
             for j in T.serial(TILE):
                 for r in T.unroll(rows):
@@ -171,8 +176,10 @@ def prefill_attention(h_qo: int, h_kv: int, d: int, dtype: str, paged: bool, sym
                 # one reciprocal a row (a branch per element made the shader twice as long, and
                 # SwiftShader compiles it while the model loads)
                 run[r, 3] = T.if_then_else(run[r, 1] > 0.0, 1.0 / run[r, 1], 0.0)
-                for k in T.unroll(d):
-                    output[q_begin + row_l[r, 0], row_l[r, 1], k] = T.Cast(dtype, acc[r, k] * run[r, 3])
+                for k4 in T.unroll(d // VEC):
+                    for v in T.vectorized(VEC):
+                        output[q_begin + row_l[r, 0], row_l[r, 1], k4 * VEC + v] = T.Cast(
+                            dtype, acc[r, k4 * VEC + v] * run[r, 3])
                 lse[q_begin + row_l[r, 0], row_l[r, 1]] = T.if_then_else(
                     run[r, 1] > 0.0, run[r, 0] + T.log2(run[r, 1]), EMPTY_LSE)
 

@@ -2,7 +2,10 @@
 // but a kiln library carries kernels a chat never or rarely calls: the KV cache's tree-attention,
 // MLA, debug and compaction kernels, the sliding-window variants of a model without a window, and
 // the GPU sampling kernels other than the ones a plain reply uses (argsort alone is dozens of
-// shaders). Those are "deferred": the kernels a reply calls are compiled first, all at once
+// shaders), and the attention over cached pages with its merge, which only a prefill onto earlier
+// tokens calls (a follow-up turn, or a prompt longer than a prefill chunk): kiln's kernel for it is
+// the second slowest shader to compile on SwiftShader. Those are "deferred": the kernels a first
+// reply calls are compiled first, all at once
 // (createComputePipelineAsync), and the model is ready when they are; the deferred ones compile
 // after that in the background. A deferred kernel called before its pipeline is ready is compiled
 // on the spot by tvmjs, so the split only moves time, it never changes what runs.
@@ -23,7 +26,7 @@ interface WebGpuContext {
 
 /** Kernels (by device-function name) whose pipelines may wait until after load. */
 export function deferredKernel(name: string, slidingWindow: boolean): boolean {
-  if (/tree_attn|_mla|debug_get_kv|compact_kv_copy|copy_single_page/.test(name)) return true;
+  if (/tree_attn|_mla|debug_get_kv|compact_kv_copy|copy_single_page|prefill_paged_kv|merge_state/.test(name)) return true;
   if (!slidingWindow && name.includes("sliding_window")) return true;
   // GPU sampling: the greedy and top-p paths' first kernels stay; the sort and the logit edits wait.
   return name.startsWith("kiln_sampling_") && !/argmax|softmax_with_temperature/.test(name);
