@@ -42,7 +42,7 @@ from kiln.kernels.attention_decode import EMPTY_LSE, NEG, ROPE_ATTR, WINDOW_ATTR
 THREADS = 32  # per workgroup
 ROWS_PER_THREAD = 2  # query rows of a thread: each K and V value loaded from shared memory serves them all
 TILE = THREADS  # keys per tile: each thread loads one
-VEC = 4  # K and V values per load (WGSL vectors hold at most 4)
+VEC = 4  # K and V values per load (WGSL vectors hold at most 4; a score adds up part's 4 lanes)
 
 
 def prefill_attention(h_qo: int, h_kv: int, d: int, dtype: str, paged: bool, symbol: str,
