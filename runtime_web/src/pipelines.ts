@@ -3,8 +3,9 @@
 // MLA, debug and compaction kernels, the sliding-window variants of a model without a window, and
 // the GPU sampling kernels other than the ones a plain reply uses (argsort alone is dozens of
 // shaders), and the attention over cached pages with its merge, which only a prefill onto earlier
-// tokens calls (a follow-up turn, or a prompt longer than a prefill chunk): kiln's kernel for it is
-// the second slowest shader to compile on SwiftShader. Those are "deferred": the kernels a first
+// tokens calls (a follow-up turn, or a prompt longer than a prefill chunk); kiln's prefill
+// attention kernels are large (its ragged one alone took 2.3-2.5 s to compile on SwiftShader, the
+// paged one is its size). Those are "deferred": the kernels a first
 // reply calls are compiled first, all at once
 // (createComputePipelineAsync), and the model is ready when they are; the deferred ones compile
 // after that in the background. A deferred kernel called before its pipeline is ready is compiled
