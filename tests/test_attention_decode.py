@@ -16,7 +16,7 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.relax.frontend.nn.llm._decode_kernels import _attention_decode
 
-from kiln.kernels.attention_decode import MAX_SPLITS, REPLACED, RULE_NAME, TILE, decode_attention
+from kiln.kernels.attention_decode import MAX_SPLITS, REPLACED, RULE_NAME, decode_attention, tile_tokens
 from kiln.kernels.wasm_library import build_wasm_library, make_target
 from kiln.testing.run_library import run_many_in_chromium
 from kiln.testing.smoke import output_array, tensor_arg
@@ -24,9 +24,9 @@ from kiln.testing.smoke import output_array, tensor_arg
 PAGE = 16
 # (query heads, KV heads, head dim): SmolLM2-135M, Llama 3.2 1B, plain multi-head at D 128
 SHAPES = [(9, 3, 64), (32, 8, 64), (4, 4, 128), (4, 2, 128)]
-# per batch: the sequences' lengths. [300, 3]: 5 splits, of which the short sequence fills one; the
-# last: all MAX_SPLITS splits of whole tiles, the last tile partial.
-LENGTHS = [[1], [17, 5], [300, 3], [TILE * MAX_SPLITS - 5]]
+# per batch: the sequences' lengths. [300, 3]: several splits, of which the short sequence fills
+# one; the last: all MAX_SPLITS splits of whole tiles at every shape's tile, the last tile partial.
+LENGTHS = [[1], [17, 5], [300, 3], [max(tile_tokens(d) for _, _, d in SHAPES) * MAX_SPLITS - 5]]
 SM_SCALE = 0.125
 WINDOW_OFFSET = 5
 ROPE_THETA = 10000.0
@@ -41,7 +41,7 @@ def kernel_module():
     for (h_qo, h_kv, d), sliding_window in itertools.product(SHAPES, (False, True)):
         tag = f"{h_qo}_{h_kv}_{d}" + ("_sw" if sliding_window else "")
         with target:
-            # One tile per split at least (models get MIN_TILES_PER_SPLIT): the split logic whole at test sizes.
+            # One tile per split at least (models get MIN_SPLIT_TOKENS' worth): the split logic whole at test sizes.
             kernels = {"kiln": decode_attention(h_qo, h_kv, d, "float32", PAGE, sliding_window, f"kiln_decode_{tag}", {},
                                                 tiles_per_split=1),
                        "nnllm": _attention_decode(h_kv, h_qo, d, "float32", sliding_window, {}, target)}

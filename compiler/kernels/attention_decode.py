@@ -6,15 +6,15 @@ for SmolLM2-135M on a GPU with a hundred cores, and a cost per token of context 
 decode step at a few hundred tokens. This kernel, with the same signature and semantics, runs in two
 launches:
 
-1. partial attention: one workgroup per (sequence, KV head, split). The splits cut the sequence
-   into runs of whole tiles, at least MIN_TILES_PER_SPLIT of them, so that a long context spreads
-   over up to MAX_SPLITS workgroups per head.
-   A workgroup walks its run TILE tokens at a time: each thread scores one token against all the
-   query heads of the group (GQA: each element of its K row is read once for the group), with the
-   group's queries in registers (the k loop unrolled; read from shared memory at every k, they were
-   most of the scoring's cost on SwiftShader), a barrier, then each of D / VEC threads folds the
-   tile into the online-softmax states of all the query heads of the group for its VEC values of D
-   (GQA again: each V row is read once for the group); a barrier. Two barriers per TILE tokens. A
+1. partial attention: one workgroup of D / VEC threads per (sequence, KV head, split). The splits
+   cut the sequence into runs of whole tiles, at least MIN_SPLIT_TOKENS' worth, so that a long
+   context spreads over up to MAX_SPLITS workgroups per head.
+   A workgroup walks its run one tile (a token per thread) at a time: each thread scores its token
+   against all the query heads of the group (GQA: each element of its K row is read once for the
+   group), with the group's queries in registers (the k loop unrolled; read from shared memory at
+   every k, they were most of the scoring's cost on SwiftShader), a barrier, then each thread folds
+   the tile into the online-softmax states of all the query heads of the group for its VEC values
+   of D (GQA again: each V row is read once for the group); a barrier. Two barriers per tile. A
    tile's slots past the split's end score NEG (weight 0) and name a written slot of the sequence,
    so the fold's inner loop has no branch (about 10 % less time per kernel on SwiftShader). It
    writes each split's normalized output and log2-sum-exp.
@@ -39,31 +39,38 @@ import tvm
 from tvm import tirx
 from tvm.relax.frontend.nn.llm._kernel_common import _rope
 
-TILE = 64  # tokens per tile = threads per workgroup of the partial launch
 VEC = 4  # values of D per thread in the output fold
 MAX_SPLITS = 16
 # Each workgroup has a fixed cost (its query, its partial state, the merge's read of it): on
-# SwiftShader, 600 tokens of SmolLM2 took 19 ms a layer in 1-tile splits and 11 ms in 4-tile ones.
-MIN_TILES_PER_SPLIT = 4
+# SwiftShader, 600 tokens of SmolLM2 took 19 ms a layer in 64-token splits and 11 ms in 256-token ones.
+MIN_SPLIT_TOKENS = 256
 NEG = -5e4  # below any real score: exp2(NEG - m) is 0
 EMPTY_LSE = -1e30  # a split without tokens
 
 
+def tile_tokens(d: int) -> int:
+    """Tokens per tile = threads per workgroup of the partial launch: the fold's lanes (D / VEC), so
+    that every thread works in both phases. SwiftShader's cost grows with a workgroup's threads at
+    the same work: 600 tokens of SmolLM2 (D 64), 30 layers' K/V, took 3.1 ms a layer in 64-thread
+    workgroups, 2.3 in 32 and 2.0 in 16 (12 tokens: 0.80, 0.47, 0.30 ms)."""
+    return d // VEC
+
+
 def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, sliding_window: bool,
                      symbol: str, rope_scaling: dict | None = None,
-                     tiles_per_split: int = MIN_TILES_PER_SPLIT) -> tirx.PrimFunc:
+                     tiles_per_split: int | None = None) -> tirx.PrimFunc:
     """`rope_scaling` (nn.llm's form, {} for plain RoPE): the model's, for inline RoPE (rotary_mode
-    1); None: the kernel serves rotary_mode 0 only. `tiles_per_split`: the least a split gets (the
-    tests lower it to reach MAX_SPLITS at small sizes)."""
+    1); None: the kernel serves rotary_mode 0 only. `tiles_per_split`: the least a split gets
+    (default: MIN_SPLIT_TOKENS' worth; the tests lower it to reach MAX_SPLITS at small sizes)."""
     from tvm.script import tirx as T
 
     group = h_qo // h_kv
-    lanes = d // VEC  # threads of the fold, each with VEC values of D for every query head of the group
-    assert lanes <= TILE
-    q_loads = (group * d + TILE - 1) // TILE
+    tile_len = tile_tokens(d)
+    tiles_per_split = tiles_per_split or MIN_SPLIT_TOKENS // tile_len
+    q_loads = (group * d + tile_len - 1) // tile_len
     log2e = math.log2(math.e)
     inline_rope = rope_scaling is not None
-    split_tokens = tiles_per_split * TILE
+    split_tokens = tiles_per_split * tile_len
     rope = rope_scaling or {}
 
     def chunk_len(length_info, b, pages):
@@ -102,7 +109,7 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
         for k in T.serial(d) if rotated else T.unroll(d):
             if rotated:
                 f[0] = T.Cast("float32", _rope(
-                    pages, k_rope_pos_offset[b] + t_begin + tile * TILE + tx, d, rope_theta,
+                    pages, k_rope_pos_offset[b] + t_begin + tile * tile_len + tx, d, rope_theta,
                     rope_scale, (page_s[tx], 0, kvh, slot_s[tx], k), dtype, rope))
             else:
                 f[0] = T.Cast("float32", pages_flat[row_l[0] + k])
@@ -147,14 +154,14 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
 
         for bx in T.thread_binding(B * h_kv, thread="blockIdx.x"):
             for by in T.thread_binding(n_splits(nnz_pages), thread="blockIdx.y"):
-                for tx in T.thread_binding(TILE, thread="threadIdx.x"):
+                for tx in T.thread_binding(tile_len, thread="threadIdx.x"):
                     with T.sblock("partial"):
                         T.reads()
                         T.writes()
                         q_s = T.sblock_alloc_buffer((group, d), "float32", scope="shared")
-                        score_s = T.sblock_alloc_buffer((group, TILE), "float32", scope="shared")
-                        page_s = T.sblock_alloc_buffer((TILE,), "int32", scope="shared")
-                        slot_s = T.sblock_alloc_buffer((TILE,), "int32", scope="shared")
+                        score_s = T.sblock_alloc_buffer((group, tile_len), "float32", scope="shared")
+                        page_s = T.sblock_alloc_buffer((tile_len,), "int32", scope="shared")
+                        slot_s = T.sblock_alloc_buffer((tile_len,), "int32", scope="shared")
                         acc = T.sblock_alloc_buffer((group, VEC), "float32", scope="local")
                         v_l = T.sblock_alloc_buffer((VEC,), "float32", scope="local")
                         run_max = T.sblock_alloc_buffer((group,), "float32", scope="local")
@@ -172,20 +179,20 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                         length: T.let[T.int32] = T.if_then_else(n_pages > 0, chunk_len(length_info, b, n_pages), 0)
                         # tokens per split: the sequence's pages shared out, rounded up to whole tiles
                         per_split: T.let[T.int32] = ((n_pages + n_splits(nnz_pages) - 1) // n_splits(nnz_pages)
-                                                     * page_size + TILE - 1) // TILE * TILE
+                                                     * page_size + tile_len - 1) // tile_len * tile_len
                         t_begin: T.let[T.int32] = by * per_split
                         t_end: T.let[T.int32] = T.min(length, t_begin + per_split)
                         row_l[1] = kvh * (page_size * d)
                         for i in T.serial(q_loads):
-                            if i * TILE + tx < group * d:
+                            if i * tile_len + tx < group * d:
                                 if inline_rope and rotary_mode == 1:
-                                    q_s[(i * TILE + tx) // d, (i * TILE + tx) % d] = T.Cast("float32", _rope(
+                                    q_s[(i * tile_len + tx) // d, (i * tile_len + tx) % d] = T.Cast("float32", _rope(
                                         Q, q_rope_position[b], d, rope_theta, rope_scale,
-                                        (b, kvh * group + (i * TILE + tx) // d, (i * TILE + tx) % d), dtype, rope)
+                                        (b, kvh * group + (i * tile_len + tx) // d, (i * tile_len + tx) % d), dtype, rope)
                                     ) * sm_scale * log2e
                                 else:
-                                    q_s[(i * TILE + tx) // d, (i * TILE + tx) % d] = T.Cast(
-                                        "float32", Q[b, kvh * group + (i * TILE + tx) // d, (i * TILE + tx) % d]
+                                    q_s[(i * tile_len + tx) // d, (i * tile_len + tx) % d] = T.Cast(
+                                        "float32", Q[b, kvh * group + (i * tile_len + tx) // d, (i * tile_len + tx) % d]
                                     ) * sm_scale * log2e
                         for g in T.unroll(group):  # unrolled like every use: the states stay in registers
                             run_max[g] = NEG
@@ -196,11 +203,11 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                         for g in T.unroll(group):
                             for k in T.unroll(d):
                                 q_l[g, k] = q_s[g, k]
-                        for tile in T.serial((T.max(t_end - t_begin, 0) + TILE - 1) // TILE):
+                        for tile in T.serial((T.max(t_end - t_begin, 0) + tile_len - 1) // tile_len):
                             # 1. this thread's token: its page, and its score for each query head
-                            if t_begin + tile * TILE + tx < t_end:
-                                page_s[tx] = values[page_begin + seq_offset(length_info, b, t_begin + tile * TILE + tx) // page_size]
-                                slot_s[tx] = seq_offset(length_info, b, t_begin + tile * TILE + tx) % page_size
+                            if t_begin + tile * tile_len + tx < t_end:
+                                page_s[tx] = values[page_begin + seq_offset(length_info, b, t_begin + tile * tile_len + tx) // page_size]
+                                slot_s[tx] = seq_offset(length_info, b, t_begin + tile * tile_len + tx) % page_size
                                 # The branch outside the k loop: inside it (7ee6c5a) it slowed a
                                 # model's decode at 600 tokens by 25 %.
                                 if inline_rope and rotary_mode == 1:
@@ -216,34 +223,32 @@ def decode_attention(h_qo: int, h_kv: int, d: int, dtype: str, page_size: int, s
                             T.tvm_storage_sync("shared")
                             # 2. fold the tile into this thread's states: VEC values of D (from each V row,
                             # read once for the group) for every query head of the group
-                            if tx < lanes:
-                                for g in T.unroll(group):
-                                    f[1] = run_max[g]
-                                    for j in T.serial(TILE):
-                                        f[1] = T.max(f[1], score_s[g, j])
-                                    f[2] = T.exp2(run_max[g] - f[1])
-                                    run_sum[g] = run_sum[g] * f[2]
-                                    for v in T.vectorized(VEC):
-                                        acc[g, v] = acc[g, v] * f[2]
-                                    run_max[g] = f[1]
-                                for j in T.serial(TILE):
-                                    row_l[0] = row_start(page_s[j], 1, slot_s[j], row_l[1]) + tx * VEC
-                                    for v in T.vectorized(VEC):
-                                        v_l[v] = T.Cast("float32", pages_flat[row_l[0] + v])
-                                    for g in T.unroll(group):
-                                        f[2] = T.exp2(score_s[g, j] - run_max[g])
-                                        run_sum[g] = run_sum[g] + f[2]
-                                        for v in T.vectorized(VEC):
-                                            acc[g, v] = acc[g, v] + f[2] * v_l[v]
-                            T.tvm_storage_sync("shared")
-                        if tx < lanes:
                             for g in T.unroll(group):
+                                f[1] = run_max[g]
+                                for j in T.serial(tile_len):
+                                    f[1] = T.max(f[1], score_s[g, j])
+                                f[2] = T.exp2(run_max[g] - f[1])
+                                run_sum[g] = run_sum[g] * f[2]
                                 for v in T.vectorized(VEC):
-                                    part_out[b, kvh * group + g, by, tx * VEC + v] = T.if_then_else(
-                                        run_sum[g] > 0.0, acc[g, v] / run_sum[g], 0.0)
-                                if tx == 0:
-                                    part_lse[b, kvh * group + g, by] = T.if_then_else(
-                                        run_sum[g] > 0.0, run_max[g] + T.log2(run_sum[g]), EMPTY_LSE)
+                                    acc[g, v] = acc[g, v] * f[2]
+                                run_max[g] = f[1]
+                            for j in T.serial(tile_len):
+                                row_l[0] = row_start(page_s[j], 1, slot_s[j], row_l[1]) + tx * VEC
+                                for v in T.vectorized(VEC):
+                                    v_l[v] = T.Cast("float32", pages_flat[row_l[0] + v])
+                                for g in T.unroll(group):
+                                    f[2] = T.exp2(score_s[g, j] - run_max[g])
+                                    run_sum[g] = run_sum[g] + f[2]
+                                    for v in T.vectorized(VEC):
+                                        acc[g, v] = acc[g, v] + f[2] * v_l[v]
+                            T.tvm_storage_sync("shared")
+                        for g in T.unroll(group):
+                            for v in T.vectorized(VEC):
+                                part_out[b, kvh * group + g, by, tx * VEC + v] = T.if_then_else(
+                                    run_sum[g] > 0.0, acc[g, v] / run_sum[g], 0.0)
+                            if tx == 0:
+                                part_lse[b, kvh * group + g, by] = T.if_then_else(
+                                    run_sum[g] > 0.0, run_max[g] + T.log2(run_sum[g]), EMPTY_LSE)
 
         for bx in T.thread_binding(B, thread="blockIdx.x"):
             for by in T.thread_binding(h_qo, thread="blockIdx.y"):
